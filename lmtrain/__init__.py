@@ -1,0 +1,3 @@
+"""lmtrain: train recurrent language models and generate text from them."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,60 @@
+"""The batch layout of truncated backpropagation through time (TBPTT).
+
+The token stream is cut into `B` equal parallel streams, laid side by side as the columns of a
+time-major matrix (the remainder that does not fill a whole row is dropped). With the stream
+0 1 2 ... 25 and B = 4 (tokens 24 and 25 are dropped):
+
+    batchify(ids, 4)          stream: 0    1    2    3
+                              t = 0 [ 0,   6,  12,  18 ]
+                              t = 1 [ 1,   7,  13,  19 ]
+                              ...
+                              t = 5 [ 5,  11,  17,  23 ]      shape [N // B, B] = [6, 4]
+
+The model reads it in windows of `bptt` rows. `get_batch(source, i, bptt)` returns the inputs
+`x = source[i : i+T]` and the targets `y = source[i+1 : i+1+T]` (the next token of each stream),
+with T = min(bptt, len(source) - 1 - i), so the last window may be shorter:
+
+    bptt = 2:   window 0: x = rows 0-1, y = rows 1-2
+                window 1: x = rows 2-3, y = rows 3-4
+                window 2: x = row  4,   y = row  5
+
+Because window k+1 continues exactly where window k stopped in every column, the hidden state at
+the end of one window is the right initial state of the next: the trainer carries it over, and
+`detach_state` cuts the graph so that gradients flow back at most `bptt` steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+State = list[tuple[torch.Tensor, ...]]
+
+
+def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Lay a 1-D stream of ids out as `batch_size` parallel streams: `[N] -> [N // B, B]`."""
+    rows = ids.numel() // batch_size
+    # [rows * B] -> [B, rows] (each row one contiguous stream) -> [rows, B] time-major.
+    return ids[: rows * batch_size].view(batch_size, rows).t().contiguous()
+
+
+def get_batch(source: torch.Tensor, i: int, bptt: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs `[T, B]` starting at row `i` and their targets `[T, B]`, one row later."""
+    length = min(bptt, source.size(0) - 1 - i)
+    return source[i : i + length], source[i + 1 : i + 1 + length]
+
+
+def window_starts(source: torch.Tensor, bptt: int) -> Iterator[int]:
+    """The first row of every window of one pass over `source`."""
+    return iter(range(0, source.size(0) - 1, bptt))
+
+
+def num_windows(source: torch.Tensor, bptt: int) -> int:
+    """How many windows one pass over `source` has."""
+    return len(range(0, source.size(0) - 1, bptt))
+
+
+def detach_state(state: State) -> State:
+    """The same hidden state, cut from the graph of the window that produced it."""
+    return [tuple(tensor.detach() for tensor in layer_state) for layer_state in state]

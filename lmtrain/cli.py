@@ -1,0 +1,169 @@
+"""The `lmtrain` command line: thin typer commands that call library code.
+
+This is the only module that knows typer, and the only place where lmtrain's errors become a red
+line on stderr and an exit code (2 for usage and config mistakes, 1 for failures at run time).
+`--debug` (or `LMTRAIN_DEBUG=1`) shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lmtrain import __version__
+from lmtrain.errors import ConfigError, LmtrainError
+
+app = typer.Typer(
+    help="Train recurrent language models (RNN, GRU, LSTM) and generate text from them.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+debug_mode = {"on": os.environ.get("LMTRAIN_DEBUG", "") not in ("", "0")}
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"lmtrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Options that apply to every command."""
+    if debug:
+        debug_mode["on"] = True
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Print an LmtrainError as one red line and exit with its code (unless in debug mode)."""
+    try:
+        yield
+    except LmtrainError as error:
+        if debug_mode["on"]:
+            raise
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        if debug_mode["on"]:
+            raise
+        typer.secho("interrupted", fg=typer.colors.RED, err=True)
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config file, e.g. configs/quickstart.yaml.")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Dotted KEY=VALUE overrides of the config, e.g. train.lr=3e-4 model.cell=gru."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in run_dir exactly from its last.pt.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier run in run_dir instead of refusing.")
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show the tqdm progress bar.")
+    ] = True,
+) -> None:
+    """Train a language model as CONFIG says; checkpoints and TensorBoard logs go to its run_dir."""
+    from lmtrain.config import load_config
+    from lmtrain.trainer import TrainingInterrupted
+    from lmtrain.trainer import train as run_training
+
+    with user_errors():
+        if resume and overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other; pick one")
+        resolved = load_config(config, overrides or [])
+        try:
+            result = run_training(resolved, overwrite=overwrite, resume=resume, show_progress=progress)
+        except TrainingInterrupted as stopped:
+            again = " ".join(["lmtrain train", str(config), *(overrides or []), "--resume"])
+            raise TrainingInterrupted(f"{stopped}; continue with: {again}") from None
+        unit = "bpc" if result.tokenizer_kind == "char" else ""
+        final = result.final_valid
+        typer.echo(
+            f"done: {result.steps} steps in {result.seconds:.1f} s ({result.tokens_per_second:,.0f} tokens/s)"
+        )
+        typer.echo(
+            f"validation perplexity {final.perplexity:.2f} (best {math.exp(min(result.best_valid_loss, 700.0)):.2f}); "
+            f"unigram baseline {result.unigram_perplexity:.2f}"
+            + (f"; {final.bits_per_token:.4f} {unit}" if unit else "")
+        )
+        typer.echo(f"checkpoints: {result.run_dir / 'best.pt'}, {result.run_dir / 'last.pt'}")
+        typer.echo(f"generate text: lmtrain sample {result.run_dir / 'best.pt'} --temperature 0.8")
+
+
+@app.command()
+def sample(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `lmtrain train` (best.pt).")],
+    temperature: Annotated[
+        float, typer.Option(help="Softmax temperature (> 0): below 1 is more conservative, above 1 wilder.")
+    ] = 1.0,
+    length: Annotated[int, typer.Option(help="Maximum number of tokens to generate.")] = 200,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same text.")] = 0,
+    prime: Annotated[str, typer.Option(help="Text to condition on; printed before the continuation.")] = "",
+    stop: Annotated[
+        bool, typer.Option("--stop/--no-stop", help="Word models: stop at the first <eos>.")
+    ] = True,
+    device: Annotated[str, typer.Option(help="Device to run on: cpu, cuda, or auto.")] = "cpu",
+) -> None:
+    """Generate text from a checkpoint alone."""
+    from lmtrain.checkpoint import load_checkpoint, restore_model
+    from lmtrain.sampling import check_length, check_temperature, encode_prompt, generate
+    from lmtrain.trainer import resolve_device
+
+    with user_errors():
+        check_temperature(temperature)
+        check_length(length)
+        if device not in ("cpu", "cuda", "auto"):
+            raise ConfigError(f"--device must be cpu, cuda or auto (got {device!r})")
+        torch_device = resolve_device(device)
+        model, tokenizer, _ = restore_model(load_checkpoint(checkpoint), torch_device)
+        prompt_ids = encode_prompt(tokenizer, prime) if prime else []
+        write = stream_writer()
+        if prime:
+            write(tokenizer.decode(prompt_ids).rstrip("\n"))
+        ids = generate(model, tokenizer, length, temperature, prompt_ids, seed=seed, stop_at_eos=stop)
+        at_line_start = not prime
+        for token_id in ids:
+            piece = tokenizer.decode_token(token_id, is_first=at_line_start)
+            write(piece)
+            at_line_start = piece.endswith("\n")
+        if not at_line_start:
+            write("\n")
+
+
+def stream_writer() -> Callable[[str], None]:
+    """Write text to stdout as it is generated."""
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    return write
+
+
+def main() -> None:
+    """Entry point of the `lmtrain` console script."""
+    app()

@@ -1,0 +1,231 @@
+"""Typed configuration: one YAML file, mirrored one-to-one by the sections below.
+
+    run_dir: runs/quickstart
+    data:  {dataset | train/valid/test paths, tokenizer, min_freq, max_vocab}
+    model: {cell, nonlinearity, embedding_size, hidden_size, num_layers, dropout}
+    train: {batch_size, bptt, epochs, max_steps, optimizer, lr, clip_norm, eval_interval, seed, device, ...}
+    log:   {log_interval, tensorboard, sample_length, sample_temperature}
+
+`load_config(path, overrides)` reads the YAML with `yaml.safe_load`, applies dotted command-line
+overrides such as `train.lr=3e-4`, and validates everything at once: unknown keys (with a "did you
+mean"), wrong types and out-of-range values are all listed in a single `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lmtrain.errors import ConfigError
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, and values are checked again when assigned."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    """Where the text comes from and how it becomes tokens."""
+
+    dataset: str | None = Field(
+        None, description="A bundled corpus by name (`agreement`), used when train/valid/test are not given."
+    )
+    train: Path | None = Field(None, description="Training text file (UTF-8).")
+    valid: Path | None = Field(None, description="Validation text file (UTF-8).")
+    test: Path | None = Field(None, description="Test text file (UTF-8); optional.")
+    tokenizer: Literal["char", "word"] = Field("word", description="`char` or `word` (whitespace + <eos>).")
+    min_freq: int = Field(1, ge=1, description="Word tokenizer: words seen fewer times become <unk>.")
+    max_vocab: int | None = Field(
+        None, ge=3, description="Word tokenizer: keep at most this many types (with <unk>, <eos>)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        has_paths = self.train is not None or self.valid is not None
+        if self.dataset is not None and has_paths:
+            raise ValueError("give either data.dataset or data.train/data.valid paths, not both")
+        if self.dataset is None and (self.train is None or self.valid is None):
+            raise ValueError("set data.dataset (e.g. `agreement`) or both data.train and data.valid")
+        return self
+
+
+class ModelConfig(Section):
+    """The language model: embedding -> stacked recurrent layers -> dropout -> decoder."""
+
+    cell: Literal["rnn", "gru", "lstm"] = Field("lstm", description="Recurrent cell.")
+    nonlinearity: Literal["tanh", "relu"] = Field("tanh", description="Activation g of the `rnn` cell.")
+    embedding_size: int = Field(128, ge=1, description="Size of the token embedding x<t>.")
+    hidden_size: int = Field(256, ge=1, description="Size of the hidden state a<t> of every layer.")
+    num_layers: int = Field(2, ge=1, description="Number of stacked recurrent layers (deep RNN).")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout between layers and before the decoder.")
+
+
+class TrainConfig(Section):
+    """Truncated backpropagation through time and its optimizer."""
+
+    batch_size: int = Field(32, ge=1, description="Parallel streams the corpus is split into.")
+    bptt: int = Field(35, ge=1, description="Window length (time steps) of truncated backpropagation.")
+    epochs: int | None = Field(5, ge=1, description="Passes over the training text (null: no limit).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (null: no limit)."
+    )
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="Optimizer.")
+    lr: float = Field(2e-3, gt=0.0, description="Learning rate.")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum.")
+    weight_decay: float = Field(0.0, ge=0.0, description="Weight decay (L2 for sgd/adam, decoupled for adamw).")
+    clip_norm: float | None = Field(
+        1.0, gt=0.0, description="Clip the global gradient norm to this value every step (null: off)."
+    )
+    eval_interval: int = Field(200, ge=1, description="Evaluate and checkpoint every N steps (and at the end).")
+    eval_batch_size: int = Field(10, ge=1, description="Parallel streams used for evaluation.")
+    seed: int = Field(1337, description="Seed for weights, dropout and sampling.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` picks CUDA when available.")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> TrainConfig:
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("set train.epochs or train.max_steps, or training would never stop")
+        return self
+
+
+class LogConfig(Section):
+    """What the trainer reports while it runs."""
+
+    log_interval: int = Field(10, ge=1, description="Steps between progress-bar and TensorBoard updates.")
+    tensorboard: bool = Field(True, description="Write TensorBoard event files into the run directory.")
+    sample_length: int = Field(30, ge=0, description="Tokens of text generated at each evaluation (0: none).")
+    sample_temperature: float = Field(0.8, gt=0.0, description="Temperature of those samples.")
+
+
+class Config(Section):
+    """A whole training run."""
+
+    run_dir: Path = Field(Path("runs/default"), description="Where checkpoints, logs and config go.")
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    log: LogConfig = LogConfig()
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config, apply `section.key=value` overrides, and validate it."""
+    raw = read_yaml_mapping(Path(path))
+    for override in overrides:
+        apply_override(raw, override)
+    return config_from_dict(raw, source=str(path))
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML file, or a ConfigError saying why there is none."""
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist; check the path (examples are in configs/)")
+    if path.is_dir():
+        raise ConfigError(f"config path {path} is a directory; pass a YAML file such as configs/quickstart.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        reason = getattr(error, "problem", None) or "invalid syntax"
+        raise ConfigError(f"config file {path} is not valid YAML{line}: {reason}") from None
+    if raw is None:
+        raise ConfigError(f"config file {path} is empty; it needs at least a `data:` section")
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"config file {path} holds a {type(raw).__name__}, not a mapping of sections "
+            "(run_dir, data, model, train, log)"
+        )
+    return raw
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set `a.b=c` in the raw config dict, after checking that `a.b` names a config key."""
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} is not of the form section.key=value (e.g. train.lr=3e-4)")
+    names = key.strip().split(".")
+    check_key_path(names)
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"override {override!r}: cannot parse {text!r} as a YAML value") from None
+    node = raw
+    for name in names[:-1]:
+        child = node.get(name)
+        if not isinstance(child, dict):
+            child = node[name] = {}
+        node = child
+    node[names[-1]] = value
+
+
+def check_key_path(names: list[str]) -> None:
+    """Raise a ConfigError with a suggestion when a dotted key names no config field."""
+    section: type[BaseModel] | None = Config
+    for depth, name in enumerate(names):
+        fields = section.model_fields if section is not None else {}
+        if name not in fields:
+            prefix = ".".join(names[:depth])
+            where = f"section '{prefix}'" if prefix else "the top level"
+            raise ConfigError(f"override key '{'.'.join(names)}': {unknown_key_message(name, fields, where)}")
+        annotation = fields[name].annotation
+        section = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    if section is not None:
+        raise ConfigError(f"override key '{'.'.join(names)}' names a whole section; set one of its keys")
+
+
+def unknown_key_message(name: str, valid: Any, where: str) -> str:
+    """`unknown key 'x' in ...; did you mean 'y'? valid keys: ...`."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown key '{name}' in {where}{hint} valid keys: {', '.join(valid)}"
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Validate a raw dict into a Config, reporting every problem in one ConfigError."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as error:
+        problems = [describe_problem(detail) for detail in error.errors()]
+        listing = "; ".join(problems)
+        raise ConfigError(f"{source} has {len(problems)} problem(s): {listing}") from None
+
+
+def describe_problem(detail: dict[str, Any]) -> str:
+    """One readable phrase for one pydantic error."""
+    loc = [str(part) for part in detail["loc"]]
+    key = ".".join(loc) or "config"
+    if detail["type"] == "extra_forbidden":
+        section = section_model(loc[:-1])
+        where = f"section '{'.'.join(loc[:-1])}'" if loc[:-1] else "the top level"
+        return unknown_key_message(loc[-1], section.model_fields if section else [], where)
+    if detail["type"] == "missing":
+        return f"'{key}' is required"
+    message = detail["msg"].removeprefix("Value error, ")
+    if detail["type"] == "value_error":
+        return message if not loc else f"{key}: {message}"
+    return f"{key}: {message} (got {detail.get('input')!r})"
+
+
+def section_model(names: list[str]) -> type[BaseModel] | None:
+    """The pydantic model of the section at `names`, or None."""
+    section: type[BaseModel] = Config
+    for name in names:
+        field = section.model_fields.get(name)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        section = annotation
+    return section
+
+
+def config_to_yaml(config: Config) -> str:
+    """The resolved config as YAML text, with every default spelled out."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
