@@ -44,7 +44,9 @@ def main_options(
     ] = False,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Options that apply to every command."""
@@ -102,11 +104,12 @@ def train(
             raise TrainingInterrupted(f"{stopped}; continue with: {again}") from None
         unit = "bpc" if result.tokenizer_kind == "char" else ""
         final = result.final_valid
+        best_perplexity = math.exp(min(result.best_valid_loss, 700.0))
         typer.echo(
             f"done: {result.steps} steps in {result.seconds:.1f} s ({result.tokens_per_second:,.0f} tokens/s)"
         )
         typer.echo(
-            f"validation perplexity {final.perplexity:.2f} (best {math.exp(min(result.best_valid_loss, 700.0)):.2f}); "
+            f"validation perplexity {final.perplexity:.2f} (best {best_perplexity:.2f}); "
             f"unigram baseline {result.unigram_perplexity:.2f}"
             + (f"; {final.bits_per_token:.4f} {unit}" if unit else "")
         )

@@ -77,11 +77,15 @@ class TrainConfig(Section):
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="Optimizer.")
     lr: float = Field(2e-3, gt=0.0, description="Learning rate.")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum.")
-    weight_decay: float = Field(0.0, ge=0.0, description="Weight decay (L2 for sgd/adam, decoupled for adamw).")
+    weight_decay: float = Field(
+        0.0, ge=0.0, description="Weight decay (L2 for sgd/adam, decoupled for adamw)."
+    )
     clip_norm: float | None = Field(
         1.0, gt=0.0, description="Clip the global gradient norm to this value every step (null: off)."
     )
-    eval_interval: int = Field(200, ge=1, description="Evaluate and checkpoint every N steps (and at the end).")
+    eval_interval: int = Field(
+        200, ge=1, description="Evaluate and checkpoint every N steps (and at the end)."
+    )
     eval_batch_size: int = Field(10, ge=1, description="Parallel streams used for evaluation.")
     seed: int = Field(1337, description="Seed for weights, dropout and sampling.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` picks CUDA when available.")
@@ -125,11 +129,15 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist; check the path (examples are in configs/)")
     if path.is_dir():
-        raise ConfigError(f"config path {path} is a directory; pass a YAML file such as configs/quickstart.yaml")
+        raise ConfigError(
+            f"config path {path} is a directory; pass a YAML file such as configs/quickstart.yaml"
+        )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8"
+        ) from None
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""

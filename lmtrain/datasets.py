@@ -37,11 +37,11 @@ def bundled_agreement() -> SplitPaths:
     """The bundled agreement corpus: the repository's copy, or one generated into the cache."""
     folder = REPO_DATA / "agreement"
     if not (folder / "train.txt").exists():
-        from lmtrain.agreement import write_default_corpus
+        from lmtrain.agreement import write_corpus
 
         folder = cache_dir() / "agreement"
         if not (folder / "test.txt").exists():
-            write_default_corpus(folder)
+            write_corpus(folder)
     return SplitPaths(folder / "train.txt", folder / "valid.txt", folder / "test.txt")
 
 

@@ -100,6 +100,15 @@ def sample_text(
     seed: int = 0,
     stop_at_eos: bool = False,
 ) -> str:
-    """A whole generated text as one string (used for the samples logged during training)."""
-    ids = generate(model, tokenizer, length, temperature, seed=seed, stop_at_eos=stop_at_eos)
-    return tokenizer.decode(list(ids))
+    """A whole generated text as one string (used for the samples logged during training).
+
+    The model runs in eval mode (no dropout), which also keeps this from drawing on torch's global
+    random generator, so logging a sample never changes the course of training.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        ids = generate(model, tokenizer, length, temperature, seed=seed, stop_at_eos=stop_at_eos)
+        return tokenizer.decode(list(ids))
+    finally:
+        model.train(was_training)

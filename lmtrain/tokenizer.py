@@ -150,7 +150,9 @@ def tokenizer_from_dict(data: dict) -> Tokenizer:
     kind = data.get("kind") if isinstance(data, dict) else None
     tokens = data.get("tokens") if isinstance(data, dict) else None
     if kind not in TOKENIZERS or not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-        raise CheckpointError("the checkpoint's tokenizer entry is malformed; the file is damaged or not lmtrain's")
+        raise CheckpointError(
+            "the checkpoint's tokenizer entry is malformed; the file is damaged or not lmtrain's"
+        )
     return TOKENIZERS[kind](tokens)
 
 

@@ -182,11 +182,13 @@ class Trainer:
         run: RunDirectory,
         report: Callable[[str], None] = tqdm.write,
         show_progress: bool = True,
+        logger: MetricLogger | None = None,
     ):
         self.config = config
         self.run = run
         self.report = report
         self.show_progress = show_progress
+        self.logger = logger
         self.device = resolve_device(config.train.device)
         torch.manual_seed(config.train.seed)
         random.seed(config.train.seed)
@@ -313,11 +315,13 @@ class Trainer:
     def fit(self) -> TrainResult:
         train, log = self.config.train, self.config.log
         total = self.total_steps()
-        logger: MetricLogger = (
+        logger = self.logger or (
             TensorBoardLogger(self.run.path, purge_step=self.step + 1) if log.tensorboard else NullLogger()
         )
         tokens_per_step = train.batch_size * train.bptt
-        bar = tqdm(total=total, initial=self.step, disable=not self.show_progress, unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=total, initial=self.step, disable=not self.show_progress, unit="step", dynamic_ncols=True
+        )
         started = time.perf_counter()
         interval_start, interval_losses, tokens_seen = started, [], 0
         evaluated_at = -1
@@ -382,10 +386,14 @@ def train(
     resume: bool = False,
     report: Callable[[str], None] = tqdm.write,
     show_progress: bool = True,
+    logger: MetricLogger | None = None,
 ) -> TrainResult:
-    """Train a model as `config` says, in `config.run_dir`; the library entry point of `lmtrain train`."""
+    """Train a model as `config` says, in `config.run_dir`; the library entry point of `lmtrain train`.
+
+    `logger` replaces the TensorBoard logger the config asks for (tests pass a recording one).
+    """
     with RunDirectory.open(Path(config.run_dir), overwrite=overwrite, resume=resume) as run:
-        trainer = Trainer(config, run, report=report, show_progress=show_progress)
+        trainer = Trainer(config, run, report=report, show_progress=show_progress, logger=logger)
         if resume:
             trainer.resume_from(run.last)
             report(f"resumed from {run.last} at step {trainer.step} (epoch {trainer.epoch + 1})")

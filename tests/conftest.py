@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny generated corpus and a tiny training config that trains in about a second."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmtrain.agreement import generate_corpus
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """A folder with train.txt (300 sentences) and valid.txt (40) from the agreement grammar."""
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "train.txt").write_text("\n".join(generate_corpus(300, seed=1)) + "\n", encoding="utf-8")
+    (folder / "valid.txt").write_text("\n".join(generate_corpus(40, seed=2)) + "\n", encoding="utf-8")
+    return folder
+
+
+def tiny_config_dict(corpus: Path, run_dir: Path, **sections) -> dict:
+    """A small word-level LSTM config on `corpus`; `sections` update individual sections."""
+    config = {
+        "run_dir": str(run_dir),
+        "data": {"train": str(corpus / "train.txt"), "valid": str(corpus / "valid.txt"), "tokenizer": "word"},
+        "model": {"cell": "lstm", "embedding_size": 16, "hidden_size": 24, "num_layers": 2, "dropout": 0.1},
+        "train": {
+            "batch_size": 4,
+            "bptt": 10,
+            "max_steps": 30,
+            "eval_interval": 10,
+            "lr": 0.01,
+            "device": "cpu",
+            "seed": 7,
+        },
+        "log": {"log_interval": 1, "tensorboard": False, "sample_length": 5},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            config[section].update(values)
+        else:
+            config[section] = values
+    return config
+
+
+@pytest.fixture
+def tiny_config_file(tiny_corpus: Path, tmp_path: Path):
+    """Write a tiny config YAML (with optional section updates) and return its path."""
+
+    def write(**sections) -> Path:
+        path = tmp_path / "tiny.yaml"
+        path.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus, tmp_path / "run", **sections)))
+        return path
+
+    return write
