@@ -73,10 +73,15 @@ def user_errors() -> Iterator[None]:
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Argument(help="YAML config file, e.g. configs/quickstart.yaml.")],
+    config: Annotated[
+        Path, typer.Argument(metavar="CONFIG", help="YAML config file, e.g. configs/quickstart.yaml.")
+    ],
     overrides: Annotated[
         list[str] | None,
-        typer.Argument(help="Dotted KEY=VALUE overrides of the config, e.g. train.lr=3e-4 model.cell=gru."),
+        typer.Argument(
+            metavar="KEY=VALUE",
+            help="Dotted overrides of the config, e.g. train.lr=3e-4 model.cell=gru.",
+        ),
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in run_dir exactly from its last.pt.")
@@ -119,7 +124,9 @@ def train(
 
 @app.command()
 def sample(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `lmtrain train` (best.pt).")],
+    checkpoint: Annotated[
+        Path, typer.Argument(metavar="CHECKPOINT", help="A checkpoint written by `lmtrain train` (best.pt).")
+    ],
     temperature: Annotated[
         float, typer.Option(help="Softmax temperature (> 0): below 1 is more conservative, above 1 wilder.")
     ] = 1.0,

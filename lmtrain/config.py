@@ -191,8 +191,8 @@ def check_key_path(names: list[str]) -> None:
 def unknown_key_message(name: str, valid: Any, where: str) -> str:
     """`unknown key 'x' in ...; did you mean 'y'? valid keys: ...`."""
     valid = sorted(valid)
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ";"
     return f"unknown key '{name}' in {where}{hint} valid keys: {', '.join(valid)}"
 
 
