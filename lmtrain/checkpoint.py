@@ -104,6 +104,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is a directory; pass a .pt file{hint}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); use another checkpoint of the run")
+    if not zipfile.is_zipfile(path):
+        # Every torch.save since PyTorch 1.6 writes a zip archive; anything else is not ours.
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt and cannot be read; use another checkpoint of the "
+            "run (last.pt or best.pt), or a .pt file written by `lmtrain train`"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -111,7 +117,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {path} was refused: it contains objects other than plain data and tensors "
             "(loading it could run code); it was not written by lmtrain"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError):
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError):
         raise CheckpointError(
             f"checkpoint {path} is truncated or corrupt and cannot be read; use another checkpoint "
             "of the run (last.pt or best.pt)"

@@ -38,10 +38,17 @@ class DataConfig(Section):
     train: Path | None = Field(None, description="Training text file (UTF-8).")
     valid: Path | None = Field(None, description="Validation text file (UTF-8).")
     test: Path | None = Field(None, description="Test text file (UTF-8); optional.")
-    tokenizer: Literal["char", "word"] = Field("word", description="`char` or `word` (whitespace + <eos>).")
-    min_freq: int = Field(1, ge=1, description="Word tokenizer: words seen fewer times become <unk>.")
+    tokenizer: Literal["char", "word"] = Field(
+        "word", description="`char`: one token per character; `word`: whitespace words plus `<eos>` per line."
+    )
+    min_freq: int = Field(
+        1, ge=1, description="Word tokenizer: words seen fewer times in train become `<unk>`."
+    )
     max_vocab: int | None = Field(
-        None, ge=3, description="Word tokenizer: keep at most this many types (with <unk>, <eos>)."
+        None,
+        ge=3,
+        description="Word tokenizer: keep the most frequent words, at most this many types "
+        "(`<unk>` and `<eos>` included).",
     )
 
     @model_validator(mode="after")
@@ -59,8 +66,8 @@ class ModelConfig(Section):
 
     cell: Literal["rnn", "gru", "lstm"] = Field("lstm", description="Recurrent cell.")
     nonlinearity: Literal["tanh", "relu"] = Field("tanh", description="Activation g of the `rnn` cell.")
-    embedding_size: int = Field(128, ge=1, description="Size of the token embedding x<t>.")
-    hidden_size: int = Field(256, ge=1, description="Size of the hidden state a<t> of every layer.")
+    embedding_size: int = Field(128, ge=1, description="Size of the token embedding `x<t>`.")
+    hidden_size: int = Field(256, ge=1, description="Size of the hidden state `a<t>` of every layer.")
     num_layers: int = Field(2, ge=1, description="Number of stacked recurrent layers (deep RNN).")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout between layers and before the decoder.")
 
@@ -72,7 +79,10 @@ class TrainConfig(Section):
     bptt: int = Field(35, ge=1, description="Window length (time steps) of truncated backpropagation.")
     epochs: int | None = Field(5, ge=1, description="Passes over the training text (null: no limit).")
     max_steps: int | None = Field(
-        None, ge=1, description="Stop after this many optimizer steps (null: no limit)."
+        None,
+        ge=1,
+        description="Stop after this many optimizer steps, or at the end of `epochs` if that comes "
+        "first (null: no step limit).",
     )
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="Optimizer.")
     lr: float = Field(2e-3, gt=0.0, description="Learning rate.")
@@ -165,10 +175,16 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     except yaml.YAMLError:
         raise ConfigError(f"override {override!r}: cannot parse {text!r} as a YAML value") from None
     node = raw
-    for name in names[:-1]:
-        child = node.get(name)
-        if not isinstance(child, dict):
+    for depth, name in enumerate(names[:-1]):
+        child = node.setdefault(name, {})
+        if child is None:
             child = node[name] = {}
+        if not isinstance(child, dict):
+            section = ".".join(names[: depth + 1])
+            raise ConfigError(
+                f"override {override!r}: '{section}' in the config file is a {type(child).__name__}, "
+                "not a section of keys; fix the config file"
+            )
         node = child
     node[names[-1]] = value
 

@@ -149,11 +149,15 @@ def tokenizer_from_dict(data: dict) -> Tokenizer:
     """Rebuild a tokenizer stored by `to_dict` (for example inside a checkpoint)."""
     kind = data.get("kind") if isinstance(data, dict) else None
     tokens = data.get("tokens") if isinstance(data, dict) else None
+    malformed = CheckpointError(
+        "the checkpoint's tokenizer entry is malformed; the file is damaged or not lmtrain's"
+    )
     if kind not in TOKENIZERS or not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-        raise CheckpointError(
-            "the checkpoint's tokenizer entry is malformed; the file is damaged or not lmtrain's"
-        )
-    return TOKENIZERS[kind](tokens)
+        raise malformed
+    try:
+        return TOKENIZERS[kind](tokens)
+    except ValueError:
+        raise malformed from None
 
 
 def format_tokens(tokens: list[str], limit: int = 10) -> str:

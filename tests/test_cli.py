@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from lmtrain.cli import app
+from tests.conftest import tiny_config_dict
 
 runner = CliRunner()
 
@@ -36,10 +38,6 @@ def assert_one_line_error(result, exit_code: int, *fragments: str) -> None:
 @pytest.fixture(scope="module")
 def trained_checkpoint(tmp_path_factory, tiny_corpus) -> Path:
     """best.pt of a tiny word model trained through the CLI."""
-    from tests.conftest import tiny_config_dict
-
-    import yaml
-
     folder = tmp_path_factory.mktemp("cli-run")
     config = folder / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus, folder / "run")))

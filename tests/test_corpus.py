@@ -1,0 +1,133 @@
+"""Reading corpus files, building the vocabulary on train only, and the unigram baseline."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmtrain.config import DataConfig
+from lmtrain.corpus import load_corpus, read_text, unigram_perplexity
+from lmtrain.errors import DataError
+from lmtrain.tokenizer import CharTokenizer, WordTokenizer
+
+
+def _files(tmp_path: Path, train: str, valid: str, test: str | None = None) -> dict:
+    paths = {"train": tmp_path / "train.txt", "valid": tmp_path / "valid.txt"}
+    paths["train"].write_text(train, encoding="utf-8")
+    paths["valid"].write_text(valid, encoding="utf-8")
+    if test is not None:
+        paths["test"] = tmp_path / "test.txt"
+        paths["test"].write_text(test, encoding="utf-8")
+    return paths
+
+
+# ---------------------------------------------------------------- read_text
+
+
+def test_read_text_returns_the_text(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("héllo\nworld\n", encoding="utf-8")
+    assert read_text(path) == "héllo\nworld\n"
+
+
+def test_read_text_missing(tmp_path):
+    path = tmp_path / "missing.txt"
+    with pytest.raises(DataError) as info:
+        read_text(path, "training file")
+    assert str(info.value) == f"training file {path} does not exist; check the path in the config"
+
+
+def test_read_text_directory(tmp_path):
+    with pytest.raises(DataError, match="is a directory; point the config at a text file"):
+        read_text(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"  \n\n\t\n"], ids=["zero-bytes", "whitespace"])
+def test_read_text_empty(tmp_path, content):
+    path = tmp_path / "empty.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        read_text(path, "validation file")
+    assert str(info.value) == f"validation file {path} is empty; it needs some text"
+
+
+def test_read_text_undecodable_names_byte_and_offset(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(b"abc\xffdef")
+    with pytest.raises(DataError) as info:
+        read_text(path)
+    message = str(info.value)
+    assert message.startswith(f"text file {path} is not UTF-8: undecodable byte 0xff at byte offset 3;")
+    assert "iconv" in message
+
+
+def test_read_text_offset_counts_bytes_not_characters(tmp_path):
+    path = tmp_path / "mixed.txt"
+    path.write_bytes("é€".encode() + b"\xe9x")  # 2 + 3 bytes of valid UTF-8, then Latin-1 é
+    with pytest.raises(DataError, match=r"undecodable byte 0xe9 at byte offset 5;"):
+        read_text(path)
+
+
+# ---------------------------------------------------------------- load_corpus
+
+
+def test_word_corpus_vocabulary_from_train_only(tmp_path):
+    paths = _files(tmp_path, "the cat sat\nthe dog sat\n", "the bird sat\nthe cat\n", "a dog\n")
+    corpus = load_corpus(DataConfig(**paths))
+    assert isinstance(corpus.tokenizer, WordTokenizer)
+    assert corpus.tokenizer.tokens == ["<unk>", "<eos>", "sat", "the", "cat", "dog"]
+    assert corpus.train.dtype == torch.long
+    assert corpus.train.tolist() == [3, 4, 2, 1, 3, 5, 2, 1]
+    assert corpus.valid.tolist() == [3, 0, 2, 1, 3, 4, 1]  # "bird" is only in valid: <unk>
+    assert corpus.test.tolist() == [0, 5, 1]
+
+
+def test_word_corpus_min_freq_and_no_test(tmp_path):
+    paths = _files(tmp_path, "the cat sat\nthe dog sat\n", "the dog\n")
+    corpus = load_corpus(DataConfig(**paths, min_freq=2))
+    assert corpus.tokenizer.tokens == ["<unk>", "<eos>", "sat", "the"]
+    assert corpus.valid.tolist() == [3, 0, 1]
+    assert corpus.test is None
+
+
+def test_char_corpus(tmp_path):
+    paths = _files(tmp_path, "abba\n", "baa\n")
+    corpus = load_corpus(DataConfig(**paths, tokenizer="char"))
+    assert isinstance(corpus.tokenizer, CharTokenizer)
+    assert corpus.tokenizer.tokens == ["\n", "a", "b"]
+    assert corpus.train.tolist() == [1, 2, 2, 1, 0]
+    assert corpus.valid.tolist() == [2, 1, 1, 0]
+
+
+def test_char_corpus_with_a_valid_only_character_names_file_and_character(tmp_path):
+    paths = _files(tmp_path, "abba\n", "abc\n")
+    with pytest.raises(DataError) as info:
+        load_corpus(DataConfig(**paths, tokenizer="char"))
+    message = str(info.value)
+    assert message.startswith(f"{paths['valid']}: 1 character(s) are not in the vocabulary")
+    assert "'c'" in message
+
+
+def test_load_corpus_reports_which_split_is_missing(tmp_path):
+    paths = _files(tmp_path, "a b\n", "a\n")
+    paths["test"] = tmp_path / "test.txt"
+    with pytest.raises(DataError, match=rf"^test file {paths['test']} does not exist"):
+        load_corpus(DataConfig(**paths))
+
+
+# ---------------------------------------------------------------- unigram baseline
+
+
+def test_unigram_perplexity_matches_hand_computation():
+    # Train counts over a vocabulary of 4: [1, 2, 1, 0]; add-one: [2, 3, 2, 1] / 8.
+    train = torch.tensor([0, 1, 1, 2])
+    valid = torch.tensor([1, 3])
+    expected = math.exp(-(math.log(3 / 8) + math.log(1 / 8)) / 2)
+    assert unigram_perplexity(train, valid, vocab_size=4) == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(4.618802153517006, rel=1e-12)
+
+
+def test_unigram_perplexity_of_uniform_counts_is_vocab_size():
+    train = torch.tensor([0, 1, 2, 3, 4])
+    assert unigram_perplexity(train, torch.tensor([0, 2, 4, 4]), vocab_size=5) == pytest.approx(5.0)
