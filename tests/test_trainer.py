@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -195,3 +196,10 @@ def test_tensorboard_events_are_written(tiny_corpus, tmp_path):
     )
     train(config_from_dict(config), report=lambda line: None, show_progress=False)
     assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")), ids=str)
+def test_every_shipped_config_loads_and_trains_one_step(path, tmp_path):
+    config = load_config(path, [f"run_dir={tmp_path / 'run'}", "train.max_steps=1", "log.tensorboard=false"])
+    result = train(config, report=lambda line: None, show_progress=False)
+    assert result.steps == 1
