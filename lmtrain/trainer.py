@@ -33,34 +33,17 @@ from lmtrain.checkpoint import load_checkpoint, make_checkpoint, restore_config,
 from lmtrain.config import Config, config_to_yaml
 from lmtrain.corpus import Corpus, load_corpus, unigram_perplexity
 from lmtrain.errors import ConfigError, DataError, LmtrainError, TrainingError
+from lmtrain.evaluation import Evaluation, evaluate
 from lmtrain.metrics import MetricLogger, NullLogger, TensorBoardLogger
 from lmtrain.model import RNNLanguageModel
 from lmtrain.rundir import RunDirectory
 from lmtrain.sampling import sample_text
-
-LN2 = math.log(2.0)
 
 
 class TrainingInterrupted(LmtrainError):
     """SIGINT or SIGTERM stopped the run; `last.pt` holds everything needed to resume."""
 
     exit_code = 130
-
-
-@dataclass
-class Evaluation:
-    """Validation (or test) metrics: mean cross-entropy per token, in nats."""
-
-    loss: float
-    tokens: int
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(min(self.loss, 700.0))
-
-    @property
-    def bits_per_token(self) -> float:
-        return self.loss / LN2
 
 
 @dataclass
@@ -128,25 +111,6 @@ def check_corpus_size(corpus: Corpus, config: Config) -> None:
             f"the validation text has {corpus.valid.numel()} tokens, fewer than evaluation needs "
             f"(2 x eval_batch_size = {need_valid}); use more text or lower train.eval_batch_size"
         )
-
-
-@torch.no_grad()
-def evaluate(model: RNNLanguageModel, ids: torch.Tensor, batch_size: int, bptt: int) -> Evaluation:
-    """Mean cross-entropy of `ids`, read as `batch_size` streams with the state carried across windows."""
-    was_training = model.training
-    model.eval()
-    device = model.decoder.weight.device
-    source = batchify(ids, batch_size).to(device)
-    state = model.initial_state(source.size(1), device)
-    total_loss, total_tokens = 0.0, 0
-    for i in window_starts(source, bptt):
-        inputs, targets = get_batch(source, i, bptt)
-        logits, state = model(inputs, state)
-        # [T, B, V] -> [T * B, V] against [T * B] targets.
-        total_loss += float(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum"))
-        total_tokens += targets.numel()
-    model.train(was_training)
-    return Evaluation(loss=total_loss / total_tokens, tokens=total_tokens)
 
 
 @contextmanager
