@@ -257,7 +257,7 @@ def score(
         Path, typer.Argument(metavar="CHECKPOINT", help="A checkpoint written by `lmtrain train` (best.pt).")
     ],
     texts: Annotated[
-        list[str] | None, typer.Argument(metavar="[TEXT]...", help="Texts to score, one per argument.")
+        list[str] | None, typer.Argument(metavar="TEXT", help="Texts to score, one per argument.")
     ] = None,
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="Score each non-blank line of this UTF-8 file.")
@@ -277,14 +277,13 @@ def score(
     the <eos> that starts a line; character models score the characters and a final line break,
     after a line break. Compare texts of similar length by total log P.
     """
-    from lmtrain.corpus import read_text
-    from lmtrain.scoring import format_scores, score_texts, scores_to_dict
+    from lmtrain.scoring import format_scores, read_inputs, score_texts, scores_to_dict
 
     with user_errors():
         if texts and file is not None:
             raise ConfigError("give TEXT arguments or --file, not both")
         if file is not None:
-            texts = [line for line in read_text(file, "--file").splitlines() if line.strip()]
+            texts = read_inputs(file)
         model, tokenizer, _ = open_checkpoint(checkpoint, device)
         scores = score_texts(model, tokenizer, texts or [], unknown)
         if json_output:

@@ -116,6 +116,11 @@ def split_path(config: Config, split: str) -> Path:
     path = paths.valid if split == "valid" else paths.test
     if path is None:
         raise ConfigError(f"the checkpoint's data config has no {split} split; pass the text with --file")
+    if not Path(path).exists():
+        raise DataError(
+            f"the {split} file named by the checkpoint's data config, {path}, does not exist here; run from "
+            "the directory the model was trained in, or pass the text with --file"
+        )
     return path
 
 
@@ -128,6 +133,8 @@ def evaluate_file(
     text; a character outside a character model's vocabulary is an error that names it.
     """
     check_eval_settings(batch_size, bptt)
+    if not Path(path).exists():
+        raise DataError(f"text file {path} does not exist; check the path")
     ids = encode_split(tokenizer, read_text(Path(path), "text file"), Path(path))
     need = 2 * batch_size
     if ids.numel() < need:

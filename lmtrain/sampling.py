@@ -16,7 +16,7 @@ How the next token is chosen from the logits `z` `[M, V]` (`SamplingOptions`), i
 2. `greedy`: the argmax of what is left (temperature, top-k and top-p cannot change it).
 3. Otherwise `z / temperature`; `top_k` keeps the K largest; `top_p` keeps the smallest set of most
    probable tokens whose probability reaches P (nucleus sampling, Holtzman et al. 2020); then one
-   draw from the softmax with `torch.multinomial`.
+   draw from the softmax (`draw`: one uniform number per stream, through the cumulative sum).
 
 A dedicated `torch.Generator` makes the text a function of the seed alone, independent of any
 other use of torch's random numbers.
@@ -196,7 +196,22 @@ def next_tokens(
     if options.greedy:
         return logits.argmax(dim=-1)
     logits = restrict_logits(logits / options.temperature, options.top_k, options.top_p)
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
+    return draw(logits.softmax(dim=-1), generator)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token `[M]` from each row of `probs` `[M, V]`, by inverting the cumulative distribution.
+
+    One uniform number u per row, and the token is the first whose cumulative probability exceeds
+    u. `torch.multinomial` draws one random number per entry instead, which at V = 10,000 and M = 32
+    costs more than the model's step on a CPU. A token of probability 0 has the same cumulative
+    value as the token before it, so it is never the first to exceed u.
+    """
+    cdf = probs.double().cumsum(dim=-1)  # [M, V]
+    u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device, dtype=torch.float64)
+    tokens = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
+    # u * total can round up to the total itself (once in 2^53 draws): take the most probable token.
+    return torch.where(tokens < probs.size(-1), tokens, probs.argmax(dim=-1))
 
 
 # ----- generation ---------------------------------------------------------------------------------

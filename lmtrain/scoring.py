@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from lmtrain.errors import ConfigError
+from lmtrain.corpus import read_text
+from lmtrain.errors import ConfigError, DataError
 from lmtrain.model import RNNLanguageModel
 from lmtrain.sampling import boundary_token, encode_text
 from lmtrain.tokenizer import Tokenizer
@@ -154,6 +156,13 @@ def score_texts(
         TextScore(text, SequenceScore([tokenizer.tokens[i] for i in sequence[1:]], log_probs))
         for text, sequence, log_probs in zip(texts, sequences, forward, strict=True)
     ]
+
+
+def read_inputs(path: Path) -> list[str]:
+    """The non-blank lines of a UTF-8 file, one input each."""
+    if not Path(path).exists():
+        raise DataError(f"--file {path} does not exist; check the path")
+    return [line for line in read_text(Path(path), "--file").splitlines() if line.strip()]
 
 
 def ranking(scores: list[TextScore]) -> list[int]:

@@ -249,6 +249,14 @@ def test_eval_usage_errors(checkpoint, args, fragment):
     assert_one_line_error(invoke("eval", checkpoint, *args), 2, fragment)
 
 
+def test_missing_files_are_named(checkpoint, tmp_path):
+    missing = tmp_path / "missing.txt"
+    assert_one_line_error(
+        invoke("score", checkpoint, "--file", missing), 1, f"--file {missing} does not exist"
+    )
+    assert_one_line_error(invoke("eval", checkpoint, "--file", missing), 1, f"{missing} does not exist")
+
+
 def test_eval_of_a_text_too_short_for_the_batch(checkpoint, tmp_path):
     text = tmp_path / "short.txt"
     text.write_text("the dog .\n", encoding="utf-8")

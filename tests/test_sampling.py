@@ -18,6 +18,7 @@ from lmtrain.model import RNNLanguageModel
 from lmtrain.sampling import (
     SamplingOptions,
     check_sample_request,
+    draw,
     encode_text,
     generate,
     generate_steps,
@@ -53,7 +54,7 @@ def frequencies(samples: list[list[int]]) -> dict[int, float]:
     return {token: count / total for token, count in counts.items()}
 
 
-def draw(model: RNNLanguageModel, options: SamplingOptions, samples: int = 500, length: int = 8):
+def sample_many(model: RNNLanguageModel, options: SamplingOptions, samples: int = 500, length: int = 8):
     return generate(model, WORDS, length, options, num_samples=samples, seed=1, stop_at_eos=False)
 
 
@@ -82,18 +83,19 @@ def test_same_seed_same_text_and_other_seeds_differ():
 
 def test_plain_sampling_follows_the_softmax():
     assert_distribution(
-        frequencies(draw(crafted_model(LOGITS), SamplingOptions())), renormalised(LOGITS, set(range(8)))
+        frequencies(sample_many(crafted_model(LOGITS), SamplingOptions())),
+        renormalised(LOGITS, set(range(8))),
     )
 
 
 def test_temperature_divides_the_logits():
-    observed = frequencies(draw(crafted_model(LOGITS), SamplingOptions(temperature=0.5)))
+    observed = frequencies(sample_many(crafted_model(LOGITS), SamplingOptions(temperature=0.5)))
     assert_distribution(observed, renormalised(LOGITS, set(range(8)), temperature=0.5))
 
 
 @pytest.mark.parametrize("k, allowed", [(1, {2}), (3, {2, 3, 4}), (8, set(range(8)))])
 def test_top_k_samples_only_the_k_most_probable(k, allowed):
-    observed = frequencies(draw(crafted_model(LOGITS), SamplingOptions(top_k=k)))
+    observed = frequencies(sample_many(crafted_model(LOGITS), SamplingOptions(top_k=k)))
     assert set(observed) <= allowed
     assert_distribution(observed, renormalised(LOGITS, allowed))
 
@@ -106,13 +108,13 @@ NUCLEUS = [math.log(p) for p in (0.02, 0.03, 0.45, 0.25, 0.15, 0.06, 0.03, 0.01)
     "p, allowed", [(0.3, {2}), (0.6, {2, 3}), (0.8, {2, 3, 4}), (0.9, {2, 3, 4, 5}), (1.0, set(range(8)))]
 )
 def test_top_p_samples_only_the_nucleus(p, allowed):
-    observed = frequencies(draw(crafted_model(NUCLEUS), SamplingOptions(top_p=p)))
+    observed = frequencies(sample_many(crafted_model(NUCLEUS), SamplingOptions(top_p=p)))
     assert set(observed) <= allowed
     assert_distribution(observed, renormalised(NUCLEUS, allowed))
 
 
 def test_top_k_and_top_p_together_keep_the_intersection():
-    observed = frequencies(draw(crafted_model(NUCLEUS), SamplingOptions(top_k=2, top_p=0.8)))
+    observed = frequencies(sample_many(crafted_model(NUCLEUS), SamplingOptions(top_k=2, top_p=0.8)))
     assert_distribution(observed, renormalised(NUCLEUS, {2, 3}))
 
 
@@ -139,12 +141,12 @@ def test_greedy_is_the_argmax_of_the_model_reading_the_whole_prefix():
 
 def test_no_unk_never_emits_unk_even_when_it_is_the_most_probable():
     logits = [3.0, 0.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0]
-    observed = frequencies(draw(crafted_model(logits), SamplingOptions(no_unk=True)))
+    observed = frequencies(sample_many(crafted_model(logits), SamplingOptions(no_unk=True)))
     assert WORDS.unk_id not in observed
     assert_distribution(observed, renormalised(logits, set(range(1, 8))))
     (greedy,) = generate(crafted_model(logits), WORDS, 3, SamplingOptions(greedy=True, no_unk=True))
     assert greedy == [2, 2, 2]
-    assert UNK in WORDS.decode(draw(crafted_model(logits), SamplingOptions(), samples=5)[0])
+    assert UNK in WORDS.decode(sample_many(crafted_model(logits), SamplingOptions(), samples=5)[0])
 
 
 def test_each_sample_of_a_batch_stops_at_its_own_eos():
@@ -255,3 +257,12 @@ def test_unknown_prompt_characters_are_named_and_can_be_skipped():
     assert "characters outside the model's vocabulary: 'Z', '!'" in message
     assert "--unknown skip" in message and "--unknown map" not in message
     assert encode_text(CHARS, "abZ!", "skip") == [CHARS.index["a"], CHARS.index["b"]]
+
+
+def test_draw_never_returns_a_token_of_probability_zero():
+    probs = torch.tensor([[0.0, 0.25, 0.0, 0.75, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0]])
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.stack([draw(probs, generator) for _ in range(4000)])  # [4000, 3]
+    assert set(tokens[:, 0].tolist()) == {1, 3}
+    assert float((tokens[:, 0] == 3).double().mean()) == pytest.approx(0.75, abs=0.03)
+    assert set(tokens[:, 1].tolist()) == {0} and set(tokens[:, 2].tolist()) == {4}
