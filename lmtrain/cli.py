@@ -341,12 +341,20 @@ def eval_command(
             line += f" | {result.bits_per_token:.4f} bits/token"
         typer.echo(line)
         detail = (
-            f"{path}: {report.text_tokens:,} tokens, {result.tokens:,} predicted "
+            f"{shown_path(path)}: {report.text_tokens:,} tokens, {result.tokens:,} predicted "
             f"(batch size {report.batch_size}, bptt {report.bptt})"
         )
         if tokenizer.kind == "word":
             detail += f"; <unk>: {report.unk_tokens:,} ({report.unk_tokens / report.text_tokens:.1%})"
         typer.echo(detail)
+
+
+def shown_path(path: Path) -> Path:
+    """`path` relative to the working directory when it lies inside it, as the user would type it."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd())
+    except ValueError:
+        return Path(path)
 
 
 def main() -> None:

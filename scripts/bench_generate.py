@@ -4,10 +4,11 @@
     python scripts/bench_generate.py --vocab-sizes 10000 --batch-sizes 1 --steps 500
 
 Times `lmtrain.sampling.generate` (the code behind `lmtrain sample`): one `model.step` per token
-with the carried state, under `torch.inference_mode`, drawing with `torch.multinomial`. The model
+with the carried state, under `torch.inference_mode`, drawing with `sampling.draw`. The model
 is randomly initialised, since speed does not depend on the weights; `--no-stop` is implied, so
 every stream generates `--steps` tokens. tokens/s counts the tokens of all streams of the batch.
-Each number is the best of `--repeats` runs after one warm-up run.
+Each number is the best of `--repeats` runs after one warm-up run (the best, because other
+processes on a shared machine only ever slow a run down).
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ def main() -> None:
     parser.add_argument("--num-layers", type=int, default=2)
     parser.add_argument("--vocab-sizes", type=int, nargs="+", default=[100, 10_000])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--steps", type=int, default=300, help="tokens generated per stream")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=100, help="tokens generated per stream")
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     print(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import lmtrain.cli
 from lmtrain.checkpoint import load_checkpoint, restore_model
 from lmtrain.config import config_from_dict
 from lmtrain.trainer import train
@@ -19,6 +20,13 @@ from tests.test_cli import assert_one_line_error, invoke
 
 SENTENCE = "the cats that the dog loves were hungry ."
 WRONG_NUMBER = "the cats that the dog loves was hungry ."
+
+
+@pytest.fixture(autouse=True)
+def one_line_errors(monkeypatch):
+    """Errors as one red line, even after a test elsewhere ran `lmtrain --debug` in this process
+    (the --debug flag sets a module-level switch in lmtrain.cli that nothing resets)."""
+    monkeypatch.setitem(lmtrain.cli.debug_mode, "on", False)
 
 
 @pytest.fixture(scope="module")
@@ -267,8 +275,6 @@ def test_eval_of_a_text_too_short_for_the_batch(checkpoint, tmp_path):
 
 
 def test_one_sample_is_written_token_by_token(checkpoint, monkeypatch):
-    import lmtrain.cli
-
     pieces = []
     monkeypatch.setattr(lmtrain.cli, "write_now", lambda out, text: pieces.append(text))
     result = invoke("sample", checkpoint, "--prime", "the dog", "--no-stop", "--length", "12")
@@ -277,14 +283,14 @@ def test_one_sample_is_written_token_by_token(checkpoint, monkeypatch):
     assert pieces[0] == "the dog" and all(piece.strip() or piece == "\n" for piece in pieces[1:-1])
 
 
-def test_score_and_sample_in_real_subprocesses(checkpoint):
-    run = [sys.executable, "-m", "lmtrain"]
+def test_score_in_a_real_subprocess(checkpoint):
+    # (test_cli.py runs `sample` in a real subprocess already.)
     scored = subprocess.run(
-        [*run, "score", str(checkpoint), SENTENCE, "--json"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "lmtrain", "score", str(checkpoint), SENTENCE, WRONG_NUMBER, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert scored.returncode == 0, scored.stderr
+    assert scored.stdout == invoke("score", checkpoint, SENTENCE, WRONG_NUMBER, "--json").output
     assert json.loads(scored.stdout)["inputs"][0]["tokens"] == 10
-    args = ["sample", str(checkpoint), "--no-stop", "--length", "100", "--seed", "1"]
-    sampled = subprocess.run([*run, *args], capture_output=True, text=True, timeout=120)
-    assert sampled.returncode == 0, sampled.stderr
-    assert sampled.stdout == invoke(*args).output and sampled.stdout.count("\n") >= 2
