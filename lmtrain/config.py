@@ -1,10 +1,12 @@
 """Typed configuration: one YAML file, mirrored one-to-one by the sections below.
 
     run_dir: runs/quickstart
+    resume: false | true | auto
     data:  {dataset | train/valid/test paths, tokenizer, min_freq, max_vocab}
     model: {cell, nonlinearity, embedding_size, hidden_size, num_layers, dropout}
-    train: {batch_size, bptt, epochs, max_steps, optimizer, lr, clip_norm, eval_interval, seed, device, ...}
-    log:   {log_interval, tensorboard, sample_length, sample_temperature}
+    train: {batch_size, bptt, variable_bptt, epochs, max_steps, optimizer, lr, schedule: {...},
+            clip: {max_norm, value}, on_nonfinite, eval_interval, seed, device, precision, ...}
+    log:   {log_interval, tensorboard, grad_flow, quiet, sample_length, sample_temperature}
 
 `load_config(path, overrides)` reads the YAML with `yaml.safe_load`, applies dotted command-line
 overrides such as `train.lr=3e-4`, and validates everything at once: unknown keys (with a "did you
@@ -72,11 +74,55 @@ class ModelConfig(Section):
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout between layers and before the decoder.")
 
 
+class ClipConfig(Section):
+    """Gradient clipping, applied after backpropagation and before the optimizer step."""
+
+    max_norm: float | None = Field(
+        1.0,
+        gt=0.0,
+        description="Rescale all gradients together when their global L2 norm exceeds this (null: off).",
+    )
+    value: float | None = Field(
+        None,
+        gt=0.0,
+        description="Clamp every gradient element to [-value, value], as char-rnn does with 5 (null: off); "
+        "applied before `max_norm` when both are set.",
+    )
+
+
+class ScheduleConfig(Section):
+    """How the learning rate changes during training (`train.lr` is its peak)."""
+
+    name: Literal["constant", "cosine", "plateau"] = Field(
+        "constant",
+        description="`constant`: `lr` throughout; `cosine`: from `lr` down to `min_lr` over the run; "
+        "`plateau`: divide by `factor` when validation loss stops improving (the classic PTB recipe).",
+    )
+    warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="Raise the lr linearly from lr/warmup_steps to `lr` over the first steps (any schedule).",
+    )
+    min_lr: float = Field(
+        0.0, ge=0.0, description="`cosine`: the final lr; `plateau`: the lr never goes below it."
+    )
+    factor: float = Field(4.0, gt=1.0, description="`plateau`: divide the lr by this.")
+    patience: int = Field(
+        0, ge=0, description="`plateau`: evaluations without improvement tolerated before dividing."
+    )
+
+
 class TrainConfig(Section):
     """Truncated backpropagation through time and its optimizer."""
 
     batch_size: int = Field(32, ge=1, description="Parallel streams the corpus is split into.")
     bptt: int = Field(35, ge=1, description="Window length (time steps) of truncated backpropagation.")
+    variable_bptt: bool = Field(
+        False,
+        description="Draw each window's length around `bptt` (AWD-LSTM: N(bptt, bptt_std), N(bptt/2, "
+        "bptt_std) one time in 20, at least 5) and scale the lr by length/bptt.",
+    )
+    bptt_std: float = Field(5.0, gt=0.0, description="`variable_bptt`: standard deviation of the length.")
     epochs: int | None = Field(5, ge=1, description="Passes over the training text (null: no limit).")
     max_steps: int | None = Field(
         None,
@@ -85,20 +131,38 @@ class TrainConfig(Section):
         "first (null: no step limit).",
     )
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="Optimizer.")
-    lr: float = Field(2e-3, gt=0.0, description="Learning rate.")
+    lr: float = Field(2e-3, gt=0.0, description="Learning rate (the peak of the schedule).")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum.")
     weight_decay: float = Field(
         0.0, ge=0.0, description="Weight decay (L2 for sgd/adam, decoupled for adamw)."
     )
-    clip_norm: float | None = Field(
-        1.0, gt=0.0, description="Clip the global gradient norm to this value every step (null: off)."
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Learning-rate schedule.")
+    clip: ClipConfig = Field(default_factory=ClipConfig, description="Gradient clipping.")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop",
+        description="A NaN or infinite loss or gradient: `stop` training (the last checkpoint is kept), or "
+        "`skip` the batch and go on (training still stops after 10 skips in a row).",
     )
     eval_interval: int = Field(
         200, ge=1, description="Evaluate and checkpoint every N steps (and at the end)."
     )
     eval_batch_size: int = Field(10, ge=1, description="Parallel streams used for evaluation.")
-    seed: int = Field(1337, description="Seed for weights, dropout and sampling.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` picks CUDA when available.")
+    seed: int = Field(1337, description="Seed for weights, dropout, window lengths and sampling.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="`auto` picks CUDA, then Apple's MPS, then the CPU."
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="`bf16`: bfloat16 autocast for the forward pass (CUDA only); weights stay fp32."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "clip_norm" in data:
+            raise ValueError(
+                "train.clip_norm is now train.clip.max_norm (write `clip: {max_norm: 1.0}` under train)"
+            )
+        return data
 
     @model_validator(mode="after")
     def _some_limit(self) -> TrainConfig:
@@ -112,6 +176,14 @@ class LogConfig(Section):
 
     log_interval: int = Field(10, ge=1, description="Steps between progress-bar and TensorBoard updates.")
     tensorboard: bool = Field(True, description="Write TensorBoard event files into the run directory.")
+    grad_flow: bool = Field(
+        False,
+        description="At each evaluation, log ‖∂L<T>/∂a<t>‖ for every step t of the training window "
+        "(top layer) as scalars and a plot; costs one extra forward/backward per evaluation.",
+    )
+    quiet: bool = Field(
+        False, description="No progress bar and no per-evaluation lines (for log files); warnings remain."
+    )
     sample_length: int = Field(30, ge=0, description="Tokens of text generated at each evaluation (0: none).")
     sample_temperature: float = Field(0.8, gt=0.0, description="Temperature of those samples.")
 
@@ -120,6 +192,11 @@ class Config(Section):
     """A whole training run."""
 
     run_dir: Path = Field(Path("runs/default"), description="Where checkpoints, logs and config go.")
+    resume: bool | Literal["auto"] = Field(
+        False,
+        description="`true`: continue the run in run_dir from its last.pt (as `--resume`); `auto`: "
+        "continue when last.pt exists, else start; `false`: start (refusing to clobber a run).",
+    )
     data: DataConfig
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()

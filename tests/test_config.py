@@ -50,21 +50,28 @@ def test_minimal_config_loads_with_defaults(minimal):
     assert config.train.model_dump() == {
         "batch_size": 32,
         "bptt": 35,
+        "variable_bptt": False,
+        "bptt_std": 5.0,
         "epochs": 5,
         "max_steps": None,
         "optimizer": "adam",
         "lr": 0.002,
         "momentum": 0.0,
         "weight_decay": 0.0,
-        "clip_norm": 1.0,
+        "schedule": {"name": "constant", "warmup_steps": 0, "min_lr": 0.0, "factor": 4.0, "patience": 0},
+        "clip": {"max_norm": 1.0, "value": None},
+        "on_nonfinite": "stop",
         "eval_interval": 200,
         "eval_batch_size": 10,
         "seed": 1337,
         "device": "auto",
+        "precision": "fp32",
     }
     assert config.log.model_dump() == {
         "log_interval": 10,
         "tensorboard": True,
+        "grad_flow": False,
+        "quiet": False,
         "sample_length": 30,
         "sample_temperature": 0.8,
     }
@@ -73,7 +80,7 @@ def test_minimal_config_loads_with_defaults(minimal):
 def test_config_to_yaml_spells_out_every_default_and_reloads_equal(tmp_path, minimal):
     config = load_config(minimal)
     text = config_to_yaml(config)
-    assert text.startswith("run_dir: runs/default\ndata:\n")
+    assert text.startswith("run_dir: runs/default\nresume: false\ndata:\n")
     for line in ("  hidden_size: 256\n", "  max_steps: null\n", "  lr: 0.002\n", "  tensorboard: true\n"):
         assert line in text
     reloaded = load_config(_write(tmp_path, text, "resolved.yaml"))
@@ -87,7 +94,13 @@ def test_config_to_yaml_round_trips_non_defaults(tmp_path):
             "run_dir": "runs/x",
             "data": {"dataset": "agreement", "tokenizer": "char"},
             "model": {"cell": "rnn", "nonlinearity": "relu", "num_layers": 1, "dropout": 0.0},
-            "train": {"epochs": None, "max_steps": 7, "optimizer": "sgd", "lr": 0.5, "clip_norm": None},
+            "train": {
+                "epochs": None,
+                "max_steps": 7,
+                "optimizer": "sgd",
+                "lr": 0.5,
+                "clip": {"max_norm": None},
+            },
             "log": {"tensorboard": False, "sample_length": 0},
         }
     )
@@ -151,7 +164,7 @@ def test_unknown_key_in_yaml_lists_valid_keys_and_suggests(tmp_path):
 def test_unknown_section_in_yaml(tmp_path):
     message = _error(_write(tmp_path, MINIMAL + "modle:\n  cell: gru\n"))
     assert "unknown key 'modle' in the top level; did you mean 'model'?" in message
-    assert "valid keys: data, log, model, run_dir, train" in message
+    assert "valid keys: data, log, model, resume, run_dir, train" in message
 
 
 def test_every_problem_is_reported_at_once(tmp_path):

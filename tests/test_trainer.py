@@ -23,6 +23,8 @@ class RecordingLogger:
     def __init__(self):
         self.values = defaultdict(list)
         self.texts = []
+        self.images = []
+        self.hparam_calls = []
 
     def scalars(self, step, values):
         for tag, value in values.items():
@@ -30,6 +32,12 @@ class RecordingLogger:
 
     def text(self, step, tag, text):
         self.texts.append((step, tag, text))
+
+    def image(self, step, tag, image):
+        self.images.append((step, tag, image))
+
+    def hparams(self, step, params, metrics):
+        self.hparam_calls.append((step, params, metrics))
 
     def close(self):
         pass
@@ -94,12 +102,12 @@ def test_carried_state_is_detached_and_carried(tiny_corpus, tmp_path):
     config = config_from_dict(tiny_config_dict(tiny_corpus, tmp_path / "run"))
     with RunDirectory.open(config.run_dir) as run:
         trainer = Trainer(config, run, show_progress=False)
-        batches = trainer.batches()
-        trainer.train_step(*next(batches))
+        inputs, _ = window = trainer.next_window()
+        trainer.train_step(*window)
         first = trainer.carried
         assert all(t.grad_fn is None and not t.requires_grad for layer in first for t in layer)
-        trainer.window += 1
-        inputs, targets = next(batches)
+        trainer.position += inputs.size(0)
+        inputs, targets = trainer.next_window()
         # The second window starts from the first one's final state: recompute it by hand.
         trainer.model.eval()
         with torch.no_grad():
