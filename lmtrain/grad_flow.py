@@ -16,9 +16,9 @@ paths from the losses just after t, at every t, which hides the decay; the last 
 shows how far back one prediction's gradient reaches.
 
 The layers run whole windows, `layer(x, state) -> (y, state)`, and keep their per-step states to
-themselves, so the monitor swaps the top layer for `SteppedLayer`, which runs the same layer's
-`step` once per time step (computing exactly what `forward` computes) and keeps every a<t>; the
-model's own forward does the rest. It runs in eval mode, so dropout is off and no random numbers are
+themselves, so while measuring, the top layer's `forward` is shadowed by a loop over the same
+layer's `step` (which computes exactly what `forward` computes) that keeps every a<t>; the model's
+own forward does the rest. It runs in eval mode, so dropout is off and no random numbers are
 drawn (a run with the monitor trains exactly like one without), and takes gradients with
 `torch.autograd.grad`, leaving the parameters' `.grad` alone. With `log.grad_flow` off none of
 this code runs: the training step is never instrumented.
@@ -27,6 +27,8 @@ this code runs: the training step is never instrumented.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -36,44 +38,45 @@ from lmtrain.batching import State
 from lmtrain.model import RNNLanguageModel
 
 
-class SteppedLayer(nn.Module):
-    """Runs a recurrent layer one `step` at a time and keeps each step's hidden state a<t>."""
+@contextmanager
+def recording_hidden_states(layer: nn.Module) -> Iterator[list[Tensor]]:
+    """While active, `layer(x, state)` runs `layer.step` once per time step and keeps every a<t>.
 
-    def __init__(self, layer: nn.Module):
-        super().__init__()
-        self.layer = layer
-        self.hidden: list[Tensor] = []
+    Yields the list that each call fills with its T hidden states `[B, H]`. The layer object stays in
+    place (only its `forward` is shadowed), so the model around it runs unchanged.
+    """
+    hidden: list[Tensor] = []
 
-    def forward(self, x: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, tuple]:
-        self.hidden = []
+    def stepped_forward(x: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, tuple]:
+        hidden.clear()
         for x_t in x.unbind(0):  # each [B, I]
-            y_t, state = self.layer.step(x_t, state)
-            # a<t> must be one tensor feeding both the layer above and the next step, or its
+            y_t, state = layer.step(x_t, state)
+            # a<t> must be the one tensor feeding both the layer above and the next step, or its
             # gradient would miss one of the two paths.
             if y_t is not state[0]:
-                raise TypeError(
-                    f"{type(self.layer).__name__}.step must return its hidden state a<t> as output"
-                )
-            self.hidden.append(y_t)
-        return torch.stack(self.hidden), state  # [T, B, H]
+                raise TypeError(f"{type(layer).__name__}.step must return its hidden state a<t> as output")
+            hidden.append(y_t)
+        return torch.stack(hidden), state  # [T, B, H]
+
+    layer.forward = stepped_forward
+    try:
+        yield hidden
+    finally:
+        del layer.forward
 
 
 def gradient_flow(
     model: RNNLanguageModel, inputs: Tensor, targets: Tensor, state: State | None = None
 ) -> Tensor:
     """‖∂L<T>/∂a<t>‖ for t = 1..T of the top layer, on a window `inputs`/`targets` `[T, B]`: a CPU `[T]`."""
-    top = model.layers[-1]
-    stepped = SteppedLayer(top)
     was_training = model.training
     model.eval()
-    model.layers[-1] = stepped
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), recording_hidden_states(model.layers[-1]) as hidden:
             logits, _ = model(inputs, state)  # [T, B, V]
             last_loss = F.cross_entropy(logits[-1], targets[-1])  # L<T>, mean over the B streams
-            grads = torch.autograd.grad(last_loss, stepped.hidden)  # T tensors [B, H]
+            grads = torch.autograd.grad(last_loss, hidden)  # T tensors [B, H]
     finally:
-        model.layers[-1] = top
         model.train(was_training)
     return torch.stack([grad.norm() for grad in grads]).detach().float().cpu()
 

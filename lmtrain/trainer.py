@@ -358,7 +358,13 @@ class Trainer:
         logger.scalars(self.step, values)
         logger.image(self.step, "grad_flow/profile", profile_image(norms))
 
-    def evaluate_and_save(self, logger: MetricLogger) -> None:
+    def evaluate_and_save(self, logger: MetricLogger, scheduled: bool = True) -> None:
+        """Evaluate, log, let the schedule see the loss, checkpoint, and log a sample.
+
+        Only the evaluations every `eval_interval` steps (`scheduled`) feed the schedule: the extra one
+        at the end of a run must not, or a run stopped and resumed off the interval would divide
+        its learning rate where the uninterrupted run does not.
+        """
         train = self.config.train
         valid = evaluate(self.model, self.corpus.valid, train.eval_batch_size, train.bptt, self.autocast)
         improved = valid.loss < self.best_valid_loss
@@ -371,7 +377,7 @@ class Trainer:
             metrics["valid/bits_per_char"] = valid.bits_per_token
             line += f" | bpc {valid.bits_per_token:.4f}"
         logger.scalars(self.step, metrics)
-        if self.schedule.observe(valid.loss):
+        if scheduled and self.schedule.observe(valid.loss):
             lr = self.schedule.lr(self.step + 1)
             self.inform(f"step {self.step} | validation stopped improving: learning rate now {lr:.3g}")
         self.save(improved)  # after the schedule has seen the loss, so that resume sees it too
@@ -445,7 +451,7 @@ class Trainer:
             if evaluated_at != self.step:
                 if log.grad_flow and last_window is not None:
                     self.log_grad_flow(logger, last_window)
-                self.evaluate_and_save(logger)
+                self.evaluate_and_save(logger, scheduled=False)
             self.log_final_metrics(logger)
         finally:
             bar.close()

@@ -46,11 +46,9 @@ class RecordingLogger:
         return [value for _, value in self.values["train/loss"]]
 
 
-def run_training(config_dict, **kwargs):
+def run_training(config_dict, report=lambda line: None, **kwargs):
     logger = RecordingLogger()
-    result = train(
-        config_from_dict(config_dict), report=lambda line: None, show_progress=False, logger=logger, **kwargs
-    )
+    result = train(config_from_dict(config_dict), report=report, show_progress=False, logger=logger, **kwargs)
     return result, logger
 
 
