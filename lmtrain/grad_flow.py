@@ -132,7 +132,8 @@ def profile_image(norms: Tensor) -> Tensor:
     labelled with the first and the last step.
     """
     values = norms.double().clamp_min(1e-30)
-    low = math.floor(math.log10(float(values.min())))
+    smallest = math.log10(float(values.min()))
+    low = math.floor(smallest - 0.1)  # leave the smallest bar a visible height
     high = max(math.ceil(math.log10(float(values.max()))), low + 1)
     image = torch.tensor(WHITE, dtype=torch.uint8)[:, None, None].repeat(1, HEIGHT, WIDTH)
     plot_bottom, plot_height = HEIGHT - BOTTOM, HEIGHT - BOTTOM - TOP
