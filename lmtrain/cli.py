@@ -92,6 +92,12 @@ def train(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show the tqdm progress bar.")
     ] = True,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="No progress bar and no per-evaluation lines (as log.quiet); for log files."
+        ),
+    ] = False,
 ) -> None:
     """Train a language model as CONFIG says; checkpoints and TensorBoard logs go to its run_dir."""
     from lmtrain.config import load_config
@@ -102,6 +108,8 @@ def train(
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite exclude each other; pick one")
         resolved = load_config(config, overrides or [])
+        if quiet:
+            resolved.log.quiet = True
         try:
             result = run_training(resolved, overwrite=overwrite, resume=resume, show_progress=progress)
         except TrainingInterrupted as stopped:

@@ -9,7 +9,8 @@
 
 Opening one refuses to clobber an earlier run (unless `overwrite`), refuses `resume` when there
 is nothing to resume, checks that the directory is writable, and takes a lock so that two
-trainings cannot write the same run at once.
+trainings cannot write the same run at once. A lock or a half-written temporary checkpoint left by
+a killed process (SIGKILL, power loss) is cleaned up by the next training that opens the directory.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class RunDirectory:
         run.check_before_use(overwrite, resume)
         run.acquire_lock()
         try:
+            run.remove_stale_temporaries()
             if overwrite and not resume:
                 run.clear_previous_run()
             yield run
@@ -108,6 +110,15 @@ class RunDirectory:
                 file.write(str(os.getpid()))
             return
         raise RunDirectoryError(f"could not lock run_dir {self.path}; remove {self.lock} if no training runs")
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete temporary checkpoint files (`.last.pt.*.tmp`) a killed training left behind.
+
+        Holding the lock, we are the only writer, so any such file is a dead process's half-written save.
+        """
+        for name in ("last.pt", "best.pt"):
+            for temporary in self.path.glob(f".{name}.*.tmp"):
+                temporary.unlink(missing_ok=True)
 
     def clear_previous_run(self) -> None:
         """Remove an earlier run's checkpoints, config and TensorBoard logs (for --overwrite)."""

@@ -267,3 +267,23 @@ def test_refuses_a_pickle_that_would_run_code(tmp_path):
     # The payload is live: an unsafe load does run it, so the refusal above is what kept it out.
     torch.load(path, weights_only=False)
     assert marker.read_text() == "code ran while loading"
+
+
+def test_a_format_1_checkpoint_is_upgraded_on_load(tmp_path):
+    """lmtrain 0.1.0 wrote `train.clip_norm` and a window index; both still load, sample and resume."""
+    old = _checkpoint()
+    old["format_version"] = 1
+    train = old["config"]["train"]
+    del train["clip"], train["schedule"], train["on_nonfinite"], train["precision"]
+    del train["variable_bptt"], train["bptt_std"]
+    train["clip_norm"] = 0.25
+    del old["config"]["resume"], old["config"]["log"]["grad_flow"], old["config"]["log"]["quiet"]
+    old["progress"] = {"step": 7, "epoch": 0, "window": 3, "best_valid_loss": 1.5, "valid_loss": 1.5}
+    del old["schedule"]
+    path = tmp_path / "old.pt"
+    save_checkpoint(old, path)
+    checkpoint = load_checkpoint(path)
+    assert checkpoint["format_version"] == FORMAT_VERSION
+    assert checkpoint["progress"]["position"] == 3 * 35  # window x bptt
+    _, _, config = restore_model(checkpoint)
+    assert config.train.clip.max_norm == 0.25

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from lmtrain.checkpoint import load_checkpoint
 from lmtrain.cli import app
 from tests.conftest import tiny_config_dict
 
@@ -50,7 +52,7 @@ def test_help_lists_every_option_with_defaults():
     top = invoke("--help")
     assert top.exit_code == 0 and "train" in top.output and "sample" in top.output
     train_help = invoke("train", "--help").output
-    for option in ("CONFIG", "KEY=VALUE", "--resume", "--overwrite", "--progress"):
+    for option in ("CONFIG", "KEY=VALUE", "--resume", "--overwrite", "--progress", "--quiet"):
         assert option in train_help
     sample_help = invoke("sample", "--help").output
     for option in ("--temperature", "--length", "--seed", "--prime", "--stop", "--device"):
@@ -68,6 +70,13 @@ def test_train_prints_summary_and_writes_run(tiny_config_file, tmp_path):
     run = tmp_path / "run"
     assert (run / "best.pt").exists() and (run / "last.pt").exists()
     assert "eval_interval: 5" in (run / "config.yaml").read_text()
+
+
+def test_quiet_prints_only_the_summary(tiny_config_file, tmp_path):
+    result = invoke("train", tiny_config_file(train={"max_steps": 4, "eval_interval": 2}), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("done: 4 steps") and "valid loss" not in result.output
+    assert "quiet: true" in (tmp_path / "run" / "config.yaml").read_text()
 
 
 def test_train_refuses_an_existing_run_and_overwrites_on_request(tiny_config_file):
@@ -182,3 +191,34 @@ def test_sigint_saves_last_checkpoint_and_resume_continues(tiny_config_file, tmp
     assert torch.load(last, weights_only=True)["progress"]["step"] == step + 5
     assert not (tmp_path / "run" / ".lock").exists()
     assert os.listdir(tmp_path / "run")
+
+
+def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint(tiny_config_file, tmp_path):
+    """Kill -9 a real training that checkpoints at every step, at random moments; last.pt always loads,
+    and running the same command again (`resume: auto`) continues from it."""
+    config = tiny_config_file(
+        train={"max_steps": 100_000, "eval_interval": 1}, log={"sample_length": 0}, resume="auto"
+    )
+    command = [sys.executable, "-m", "lmtrain", "train", str(config), "--quiet"]
+    last = tmp_path / "run" / "last.pt"
+    delays = random.Random(4)
+    step = 0
+    for _ in range(2):
+        before = last.stat().st_mtime_ns if last.exists() else 0
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while (not last.exists() or last.stat().st_mtime_ns == before) and time.monotonic() < deadline:
+                assert process.poll() is None, process.communicate()[1]
+                time.sleep(0.02)
+            time.sleep(delays.uniform(0.0, 0.3))  # now it saves about every few milliseconds
+        finally:
+            process.kill()  # SIGKILL: no handler runs, the save in progress is cut short
+            process.wait(timeout=30)
+        progress = load_checkpoint(last)["progress"]  # never truncated, never half-written
+        assert progress["step"] > step
+        step = progress["step"]
+    finished = run_lmtrain("train", config, f"train.max_steps={step + 2}", "--quiet")
+    assert finished.returncode == 0, finished.stderr
+    assert load_checkpoint(last)["progress"]["step"] == step + 2
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "config.yaml", "last.pt"]

@@ -260,3 +260,20 @@ def test_override_into_a_non_mapping_section_is_an_error(tmp_path):
     path.write_text("data: {dataset: agreement}\ntrain: 5\n")
     with pytest.raises(ConfigError, match=r"'train' in the config file is a int, not a section"):
         load_config(path, ["train.lr=0.1"])
+
+
+def test_the_old_clip_norm_key_says_what_replaced_it(tmp_path):
+    message = _error(_write(tmp_path, MINIMAL + "train:\n  clip_norm: 0.5\n"))
+    assert "train.clip_norm is now train.clip.max_norm" in message
+
+
+def test_nested_sections_take_dotted_overrides_and_resume_takes_auto(minimal):
+    config = load_config(
+        minimal,
+        ["train.clip.value=5", "train.clip.max_norm=null", "train.schedule.name=cosine", "resume=auto"],
+    )
+    assert (config.train.clip.value, config.train.clip.max_norm) == (5.0, None)
+    assert config.train.schedule.name == "cosine" and config.resume == "auto"
+    assert load_config(minimal, ["resume=true"]).resume is True
+    with pytest.raises(ConfigError, match="resume"):
+        load_config(minimal, ["resume=sometimes"])

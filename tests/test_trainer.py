@@ -349,3 +349,17 @@ def test_every_shipped_config_loads_and_trains_one_step(path, tmp_path):
     config = load_config(path, [f"run_dir={tmp_path / 'run'}", "train.max_steps=1", "log.tensorboard=false"])
     result = train(config, report=lambda line: None, show_progress=False)
     assert result.steps == 1
+
+
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    from lmtrain import devices
+
+    for cuda, mps, expected in [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]:
+        monkeypatch.setattr(devices.torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        monkeypatch.setattr(devices, "mps_available", lambda mps=mps: mps)
+        assert devices.resolve_device("auto").type == expected
+    with pytest.raises(ConfigError, match="'mps' but Apple's MPS is not available"):
+        devices.resolve_device("mps")
+    assert devices.autocast_factory("fp32", torch.device("cpu"))().__enter__() is None
+    bf16 = devices.autocast_factory("bf16", torch.device("cuda"))
+    assert bf16.keywords == {"device_type": "cuda", "dtype": torch.bfloat16}
