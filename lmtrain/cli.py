@@ -144,18 +144,18 @@ def sample(
     stop: Annotated[
         bool, typer.Option("--stop/--no-stop", help="Word models: stop at the first <eos>.")
     ] = True,
-    device: Annotated[str, typer.Option(help="Device to run on: cpu, cuda, or auto.")] = "cpu",
+    device: Annotated[str, typer.Option(help="Device to run on: cpu, cuda, mps, or auto.")] = "cpu",
 ) -> None:
     """Generate text from a checkpoint alone."""
     from lmtrain.checkpoint import load_checkpoint, restore_model
     from lmtrain.sampling import check_length, check_temperature, encode_prompt, generate
-    from lmtrain.trainer import resolve_device
+    from lmtrain.devices import resolve_device
 
     with user_errors():
         check_temperature(temperature)
         check_length(length)
-        if device not in ("cpu", "cuda", "auto"):
-            raise ConfigError(f"--device must be cpu, cuda or auto (got {device!r})")
+        if device not in ("cpu", "cuda", "mps", "auto"):
+            raise ConfigError(f"--device must be cpu, cuda, mps or auto (got {device!r})")
         torch_device = resolve_device(device)
         model, tokenizer, _ = restore_model(load_checkpoint(checkpoint), torch_device)
         prompt_ids = encode_prompt(tokenizer, prime) if prime else []

@@ -202,6 +202,9 @@ class Trainer:
         self.carried: State | None = None
         self.best_valid_loss = math.inf
         self.last_valid: Evaluation | None = None
+        self.evaluated_at = -1  # the step of the last evaluation
+        # The last window trained on, (inputs, targets, state it started from), for the grad-flow monitor.
+        self.last_window: tuple[torch.Tensor, torch.Tensor, State | None] | None = None
 
     def inform(self, line: str) -> None:
         """A routine progress line, silenced by quiet mode."""
@@ -346,27 +349,28 @@ class Trainer:
         self.report(f"warning: {where}; skipped that batch ({self.skipped_batches} so far)")
         return None
 
-    def log_grad_flow(
-        self, logger: MetricLogger, window: tuple[torch.Tensor, torch.Tensor, State | None]
-    ) -> None:
+    def log_grad_flow(self, logger: MetricLogger) -> None:
         """‖∂L<T>/∂a<t>‖ on the window just trained (see `lmtrain.grad_flow`), as scalars and a plot."""
-        inputs, targets, state = window
+        inputs, targets, state = self.last_window
         norms = gradient_flow(self.model, inputs, targets, state)
-        width = len(str(norms.numel()))
-        values = {f"grad_flow/t{t:0{width}d}": float(norm) for t, norm in enumerate(norms.tolist(), start=1)}
+        # Three digits: TensorBoard sorts tags as text, and variable windows vary T around bptt.
+        values = {f"grad_flow/t{t:03d}": float(norm) for t, norm in enumerate(norms.tolist(), start=1)}
         values["grad_flow/ratio_first_to_last"] = float(norms[0] / norms[-1].clamp_min(1e-30))
         logger.scalars(self.step, values)
         logger.image(self.step, "grad_flow/profile", profile_image(norms))
 
     def evaluate_and_save(self, logger: MetricLogger, scheduled: bool = True) -> None:
-        """Evaluate, log, let the schedule see the loss, checkpoint, and log a sample.
+        """Evaluate, log, let the schedule see the loss, checkpoint, and log a sample (and the gradient flow).
 
         Only the evaluations every `eval_interval` steps (`scheduled`) feed the schedule: the extra one
         at the end of a run must not, or a run stopped and resumed off the interval would divide
         its learning rate where the uninterrupted run does not.
         """
         train = self.config.train
+        if self.config.log.grad_flow and self.last_window is not None:
+            self.log_grad_flow(logger)
         valid = evaluate(self.model, self.corpus.valid, train.eval_batch_size, train.bptt, self.autocast)
+        self.evaluated_at = self.step
         improved = valid.loss < self.best_valid_loss
         if improved:
             self.best_valid_loss = valid.loss
@@ -404,9 +408,10 @@ class Trainer:
         logger.hparams(self.step, hparam_values(self.config), metrics)
 
     def fit(self) -> TrainResult:
-        train, log = self.config.train, self.config.log
         logger = self.logger or (
-            TensorBoardLogger(self.run.path, purge_step=self.step + 1) if log.tensorboard else NullLogger()
+            TensorBoardLogger(self.run.path, purge_step=self.step + 1)
+            if self.config.log.tensorboard
+            else NullLogger()
         )
         bar = tqdm(
             total=self.expected_total_steps(),
@@ -416,41 +421,17 @@ class Trainer:
             dynamic_ncols=True,
         )
         started = time.perf_counter()
-        interval: list[StepResult] = []
-        interval_start, tokens_seen = started, 0
-        evaluated_at = -1
-        last_window = None
+        self.interval, self.interval_start, self.tokens_seen = [], started, 0
         try:
             with stop_on_signals() as stop_requested:
-                while (batch := self.next_window()) is not None:
-                    inputs, targets = batch
-                    start_state = self.carried
-                    result = self.train_step(inputs, targets)
-                    self.position += inputs.size(0)
-                    self.window += 1
-                    if result is not None:
-                        self.step += 1
-                        tokens_seen += result.tokens
-                        interval.append(result)
-                        last_window = (inputs, targets, start_state)
-                        bar.update(1)
-                        if self.step % log.log_interval == 0:
-                            now = time.perf_counter()
-                            self.log_interval(logger, bar, interval, now - interval_start)
-                            interval_start, interval = now, []
-                        if self.step % train.eval_interval == 0:
-                            if log.grad_flow:
-                                self.log_grad_flow(logger, last_window)
-                            self.evaluate_and_save(logger)
-                            evaluated_at = self.step
+                while (window := self.next_window()) is not None:
+                    self.train_on(window, logger, bar)
                     if stop_requested():
                         self.save(improved=False)
                         raise TrainingInterrupted(
                             f"training stopped by a signal at step {self.step}; saved {self.run.last}"
                         )
-            if evaluated_at != self.step:
-                if log.grad_flow and last_window is not None:
-                    self.log_grad_flow(logger, last_window)
+            if self.evaluated_at != self.step:
                 self.evaluate_and_save(logger, scheduled=False)
             self.log_final_metrics(logger)
         finally:
@@ -461,7 +442,7 @@ class Trainer:
             run_dir=self.run.path,
             steps=self.step,
             seconds=seconds,
-            tokens_per_second=tokens_seen / max(seconds, 1e-9),
+            tokens_per_second=self.tokens_seen / max(seconds, 1e-9),
             best_valid_loss=self.best_valid_loss,
             final_valid=self.last_valid,
             unigram_perplexity=unigram_perplexity(
@@ -470,11 +451,31 @@ class Trainer:
             tokenizer_kind=self.tokenizer.kind,
         )
 
-    def log_interval(self, logger: MetricLogger, bar: tqdm, steps: list[StepResult], seconds: float) -> None:
+    def train_on(self, window: tuple[torch.Tensor, torch.Tensor], logger: MetricLogger, bar: tqdm) -> None:
+        """Train on one window, then log and evaluate when their intervals come round."""
+        inputs, targets = window
+        start_state = self.carried
+        result = self.train_step(inputs, targets)
+        self.position += inputs.size(0)
+        self.window += 1
+        if result is None:  # skipped
+            return
+        self.step += 1
+        self.tokens_seen += result.tokens
+        self.interval.append(result)
+        self.last_window = (inputs, targets, start_state)
+        bar.update(1)
+        if self.step % self.config.log.log_interval == 0:
+            self.log_interval(logger, bar)
+        if self.step % self.config.train.eval_interval == 0:
+            self.evaluate_and_save(logger)
+
+    def log_interval(self, logger: MetricLogger, bar: tqdm) -> None:
         """Scalars summarising the steps since the last log line, and the progress bar's figures."""
+        steps, now = self.interval, time.perf_counter()
         mean_loss = sum(step.loss for step in steps) / len(steps)
         perplexity = math.exp(min(mean_loss, 700.0))
-        speed = sum(step.tokens for step in steps) / max(seconds, 1e-9)
+        speed = sum(step.tokens for step in steps) / max(now - self.interval_start, 1e-9)
         logger.scalars(
             self.step,
             {
@@ -488,6 +489,7 @@ class Trainer:
             },
         )
         bar.set_postfix(loss=f"{mean_loss:.3f}", ppl=f"{perplexity:.1f}", tok_s=f"{speed:,.0f}")
+        self.interval, self.interval_start = [], now
 
 
 def hparam_values(config: Config) -> dict[str, float | int | str | bool]:

@@ -301,8 +301,8 @@ def test_metrics_samples_grad_flow_and_hparams_are_logged(tiny_corpus, tmp_path)
         "train/tokens_per_second",
         "valid/loss",
         "valid/perplexity",
-        "grad_flow/t01",
-        "grad_flow/t10",
+        "grad_flow/t001",
+        "grad_flow/t010",
         "grad_flow/ratio_first_to_last",
     ):
         assert logger.values[tag], tag
@@ -335,7 +335,7 @@ def test_tensorboard_events_are_written(tiny_corpus, tmp_path):
     accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
     accumulator.Reload()
     tags = accumulator.Tags()
-    assert {"train/loss", "grad_flow/t05", "final/valid_perplexity"} <= set(tags["scalars"])
+    assert {"train/loss", "grad_flow/t005", "final/valid_perplexity"} <= set(tags["scalars"])
     assert tags["images"] == ["grad_flow/profile"]
     assert set(accumulator.PluginTagToContent("hparams")) == {
         "_hparams_/experiment",
