@@ -148,8 +148,8 @@ def sample(
 ) -> None:
     """Generate text from a checkpoint alone."""
     from lmtrain.checkpoint import load_checkpoint, restore_model
-    from lmtrain.sampling import check_length, check_temperature, encode_prompt, generate
     from lmtrain.devices import resolve_device
+    from lmtrain.sampling import check_length, check_temperature, encode_prompt, generate
 
     with user_errors():
         check_temperature(temperature)
