@@ -24,9 +24,10 @@ from lmtrain.errors import ConfigError
 
 
 class Section(BaseModel):
-    """A config section: unknown keys are errors, and values are checked again when assigned."""
+    """A config section: unknown keys are errors, values are checked again when assigned, and
+    floats must be finite (`.inf` or `.nan` is never a sensible learning rate or dropout)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
