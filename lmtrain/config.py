@@ -97,7 +97,9 @@ class DataConfig(Section):
         has_paths = self.train is not None or self.valid is not None or self.test is not None
         sources = [self.dataset is not None, has_paths, self.file is not None]
         if sum(sources) > 1:
-            raise ValueError("give one of data.dataset, data.train/data.valid paths, or data.file, not several")
+            raise ValueError(
+                "give one of data.dataset, data.train/data.valid paths, or data.file, not several"
+            )
         if self.file is not None and self.split is None:
             raise ValueError("data.file needs data.split, e.g. [0.9, 0.05, 0.05]")
         if self.split is not None and self.file is None:

@@ -30,11 +30,12 @@ import numpy as np
 import torch
 
 from lmtrain.config import DataConfig
-from lmtrain.datasets import CHUNK_BYTES, SplitPaths, atomic_output, cache_dir, file_sha256, resolve_dataset
+from lmtrain.datasets import SplitPaths, atomic_output, cache_dir, file_sha256, resolve_dataset
 from lmtrain.errors import CheckpointError, DataError
 from lmtrain.tokenizer import CharTokenizer, Tokenizer, WordTokenizer, tokenizer_from_dict
 
 CACHE_FORMAT = 1  # bump when the meaning of cached ids changes
+TEXT_CHUNK_BYTES = 1 << 20  # text is decoded and tokenized this many bytes at a time
 
 
 @dataclass
@@ -68,7 +69,7 @@ def iter_text(path: Path, errors: str = "strict", what: str = "text file") -> It
     try:
         with open(path, "rb") as file:
             while True:
-                chunk = file.read(CHUNK_BYTES)
+                chunk = file.read(TEXT_CHUNK_BYTES)
                 pending = len(decoder.getstate()[0])  # bytes of a character split across chunks
                 try:
                     text = decoder.decode(chunk, final=not chunk)
@@ -231,7 +232,9 @@ def encode_chunk(tokenizer: Tokenizer, text: str) -> np.ndarray:
 def encode_file(tokenizer: Tokenizer, path: Path, output: Path, errors: str, what: str) -> None:
     """Stream `path` through the tokenizer into a flat binary array of ids at `output`."""
     dtype = id_dtype(tokenizer.vocab_size)
-    blocks = iter_text(path, errors, what) if tokenizer.kind == "char" else iter_lines_blocks(path, errors, what)
+    blocks = (
+        iter_text(path, errors, what) if tokenizer.kind == "char" else iter_lines_blocks(path, errors, what)
+    )
     has_text = False
     with atomic_output(output) as temporary, open(temporary, "wb") as out:
         for text in blocks:
@@ -271,7 +274,9 @@ def load_corpus(data: DataConfig, cache: Path | None = None) -> Corpus:
     tokenizer, vocab_key = cached_tokenizer(data, paths.train, cache)
 
     def ids(path: Path, what: str) -> torch.Tensor:
-        return as_long_tensor(cached_ids(tokenizer, vocab_key, path, data.errors, what, cache), data.max_tokens)
+        return as_long_tensor(
+            cached_ids(tokenizer, vocab_key, path, data.errors, what, cache), data.max_tokens
+        )
 
     return Corpus(
         tokenizer=tokenizer,

@@ -118,6 +118,9 @@ def atomic_output(target: Path) -> Iterator[Path]:
     handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     os.close(handle)
     temporary = Path(name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; the result should look like any new file
     try:
         yield temporary
         os.replace(temporary, target)
@@ -125,9 +128,14 @@ def atomic_output(target: Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
-def manual_placement_hint(download: Download, target: Path) -> str:
+def manual_placement_hint(download: Download, target: Path, mirror: str | None) -> str:
+    if mirror:
+        return (
+            f"the mirror LMTRAIN_DATA_MIRROR={mirror} should hold {download.path} (from {download.url}, "
+            f"sha256 {download.sha256}); copy it there, or unset LMTRAIN_DATA_MIRROR to download it"
+        )
     return (
-        f"download {download.url} on a machine with internet and place it at {target} "
+        f"offline? download {download.url} on a machine with internet and place it at {target} "
         f"(sha256 {download.sha256}), or set LMTRAIN_DATA_MIRROR to a folder holding {download.path}"
     )
 
@@ -145,17 +153,17 @@ def fetch_file(download: Download, cache: Path, mirror: str | None = None) -> Pa
         return target
     url = f"{mirror}/{download.path}" if mirror else download.url
     with atomic_output(target) as temporary:
-        received, digest = stream_url(url, temporary, download, target)
+        hint = manual_placement_hint(download, target, mirror)
+        received, digest = stream_url(url, temporary, hint)
         if digest != download.sha256:
             raise DataError(
                 f"{url} gave {received:,} bytes with sha256 {digest}, expected {download.sha256}; nothing was "
-                f"kept. The source changed or the transfer was corrupted: try again, or "
-                f"{manual_placement_hint(download, target)}"
+                f"kept. The source changed or the transfer was corrupted: try again, or {hint}"
             )
     return target
 
 
-def stream_url(url: str, destination: Path, download: Download, target: Path) -> tuple[int, str]:
+def stream_url(url: str, destination: Path, hint: str) -> tuple[int, str]:
     """Copy `url` into `destination`, hashing as it goes; returns (bytes received, sha256)."""
     digest, received = hashlib.sha256(), 0
     try:
@@ -168,31 +176,27 @@ def stream_url(url: str, destination: Path, download: Download, target: Path) ->
             if expected is not None and received != int(expected):
                 raise DataError(
                     f"the download of {url} stopped after {received:,} of {int(expected):,} bytes; "
-                    f"nothing was kept; try again, or {manual_placement_hint(download, target)}"
+                    f"nothing was kept; try again, or {hint}"
                 )
             out.flush()
             os.fsync(out.fileno())
     except urllib.error.HTTPError as error:
-        raise DataError(
-            f"cannot download {url}: HTTP {error.code} {error.reason}; {manual_placement_hint(download, target)}"
-        ) from None
+        raise DataError(f"cannot download {url}: HTTP {error.code} {error.reason}; {hint}") from None
     except urllib.error.URLError as error:
-        raise DataError(
-            f"cannot download {url} ({error.reason}); offline? {manual_placement_hint(download, target)}"
-        ) from None
+        raise DataError(f"cannot download {url} ({error.reason}); {hint}") from None
     except (OSError, ValueError) as error:
         if isinstance(error, DataError):
             raise
-        raise DataError(
-            f"cannot download {url} ({error}); {manual_placement_hint(download, target)}"
-        ) from None
+        raise DataError(f"cannot download {url} ({error}); {hint}") from None
     return received, digest.hexdigest()
 
 
 # ---------------------------------------------------------------- derived split files
 
 
-def split_fractions(source: Path, fractions: tuple[float, ...], outputs: tuple[Path, ...], errors: str) -> None:
+def split_fractions(
+    source: Path, fractions: tuple[float, ...], outputs: tuple[Path, ...], errors: str
+) -> None:
     """Cut `source` at fractions of its characters into `outputs`, streaming, each written atomically.
 
     Cut k falls after `floor(N * (f_1 + ... + f_k))` characters of N, as nanoGPT's

@@ -229,8 +229,9 @@ def test_neither_dataset_nor_both_paths(tmp_path):
 
 def test_unknown_dataset_lists_the_registry(tmp_path):
     message = _error(_write(tmp_path, "data:\n  dataset: wikitext\n"))
-    assert "data.dataset: unknown dataset 'wikitext'; choose one of: agreement, ptb, tinyshakespeare, wikitext2" in (
-        message
+    assert (
+        "data.dataset: unknown dataset 'wikitext'; choose one of: agreement, ptb, tinyshakespeare, wikitext2"
+        in (message)
     )
 
 
