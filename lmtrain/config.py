@@ -86,9 +86,11 @@ class DataConfig(Section):
     def _fractions(cls, split: list[float] | None) -> list[float] | None:
         if split is None:
             return None
-        if len(split) not in (2, 3) or any(not 0.0 < f < 1.0 for f in split) or abs(sum(split) - 1.0) > 1e-6:
+        in_range = all(0.0 < fraction < 1.0 for fraction in split)
+        if len(split) not in (2, 3) or not in_range or abs(sum(split) - 1.0) > 1e-6:
             raise ValueError(
-                f"must be 2 or 3 fractions between 0 and 1 that sum to 1, e.g. [0.9, 0.05, 0.05] (got {split})"
+                f"must be 2 or 3 fractions between 0 and 1 that sum to 1, e.g. [0.9, 0.05, 0.05] "
+                f"(got {split})"
             )
         return split
 
@@ -106,7 +108,8 @@ class DataConfig(Section):
             raise ValueError("data.split cuts data.file; set data.file (named datasets have fixed splits)")
         if not any(sources) or (has_paths and (self.train is None or self.valid is None)):
             raise ValueError(
-                "set data.dataset (e.g. `agreement`), both data.train and data.valid, or data.file and data.split"
+                "set data.dataset (e.g. `agreement`), both data.train and data.valid, "
+                "or data.file and data.split"
             )
         return self
 

@@ -157,8 +157,8 @@ def fetch_file(download: Download, cache: Path, mirror: str | None = None) -> Pa
         received, digest = stream_url(url, temporary, hint)
         if digest != download.sha256:
             raise DataError(
-                f"{url} gave {received:,} bytes with sha256 {digest}, expected {download.sha256}; nothing was "
-                f"kept. The source changed or the transfer was corrupted: try again, or {hint}"
+                f"{url} gave {received:,} bytes with sha256 {digest}, expected {download.sha256}; "
+                f"nothing was kept. The source changed or the transfer was corrupted: try again, or {hint}"
             )
     return target
 
@@ -212,7 +212,7 @@ def split_fractions(
     cuts.append(total)
     pieces = iter(iter_text(source, errors))
     pending, position = "", 0
-    for output, cut in zip(outputs, cuts):
+    for output, cut in zip(outputs, cuts, strict=True):
         with atomic_output(output) as temporary, open(temporary, "w", encoding="utf-8", newline="") as out:
             while position < cut:
                 if not pending:
@@ -231,7 +231,7 @@ def fraction_split(source: str, names: tuple[str, ...], fractions: tuple[float, 
         outputs = tuple(folder / f"{name}.txt" for name in names)
         if not all(path.exists() for path in outputs):
             split_fractions(cache / source, fractions, outputs, "strict")
-        paths = dict(zip(names, outputs))
+        paths = dict(zip(names, outputs, strict=True))
         return SplitPaths(paths["train"], paths["valid"], paths.get("test"))
 
     return splits

@@ -146,8 +146,8 @@ def test_unknown_key_in_yaml_lists_valid_keys_and_suggests(tmp_path):
     assert "1 problem(s)" in message
     assert "unknown key 'trian' in section 'data'; did you mean 'train'?" in message
     assert (
-        "valid keys: dataset, errors, file, max_tokens, max_vocab, min_freq, split, test, tokenizer, train, valid"
-        in message
+        "valid keys: dataset, errors, file, max_tokens, max_vocab, min_freq, split, test, tokenizer, "
+        "train, valid" in message
     )
 
 
@@ -222,8 +222,8 @@ def test_dataset_alone_is_enough(tmp_path):
 def test_neither_dataset_nor_both_paths(tmp_path):
     message = _error(_write(tmp_path, "data:\n  train: t.txt\n"))
     assert (
-        "data: set data.dataset (e.g. `agreement`), both data.train and data.valid, or data.file and data.split"
-        in message
+        "data: set data.dataset (e.g. `agreement`), both data.train and data.valid, "
+        "or data.file and data.split" in message
     )
 
 
