@@ -21,7 +21,7 @@ import codecs
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
@@ -156,13 +156,13 @@ def build_tokenizer(data: DataConfig, train: Path) -> Tokenizer:
     what = "training file"
     has_text = False
     if data.tokenizer == "char":
-        characters: set[str] = set()
+        seen = np.zeros(0x110000, dtype=bool)  # one flag per Unicode code point
         for text in iter_text(train, data.errors, what):
-            characters.update(text)
+            seen[np.frombuffer(text.encode("utf-32-le"), dtype="<u4")] = True
             has_text = has_text or not text.isspace()
         if not has_text:
             raise empty_file_error(train, what)
-        return CharTokenizer(sorted(characters))
+        return CharTokenizer([chr(code) for code in np.flatnonzero(seen)])
     counts: Counter[str] = Counter()
     for text in iter_lines_blocks(train, data.errors, what):  # blocks end at line breaks: no word is cut
         words = text.split()
@@ -207,26 +207,31 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
-def encode_chunk(tokenizer: Tokenizer, text: str) -> np.ndarray:
-    """The ids of a chunk of text (for word tokenizers: whole lines) as an int64 array."""
+def chunk_encoder(tokenizer: Tokenizer) -> Callable[[str], np.ndarray]:
+    """A function from a chunk of text (for word tokenizers: whole lines) to its ids as an int64 array."""
     if isinstance(tokenizer, CharTokenizer):
-        # The vocabulary is sorted by character, i.e. by code point: a binary search maps each code
-        # point to its id in C, about 50x faster than a dict lookup per character.
-        codes = np.array([ord(char) for char in tokenizer.tokens], dtype=np.uint32)
-        order = np.argsort(codes)
-        table = codes[order]
-        points = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
-        found_at = np.minimum(np.searchsorted(table, points), len(table) - 1)
-        if not (table[found_at] == points).all():
-            tokenizer.encode(text)  # raises the DataError that names the unknown characters
-        ids = order[found_at]
-        return ids.astype(np.int64)
+        # A table from every Unicode code point to its id (-1: not in the vocabulary) maps a whole
+        # chunk in one vectorized lookup, about 50x faster than a dict lookup per character.
+        table = np.full(0x110000, -1, dtype=np.int64)
+        table[[ord(char) for char in tokenizer.tokens]] = np.arange(tokenizer.vocab_size)
+
+        def encode_chars(text: str) -> np.ndarray:
+            ids = table[np.frombuffer(text.encode("utf-32-le"), dtype="<u4")]
+            if (ids < 0).any():
+                tokenizer.encode(text)  # raises the DataError that names the unknown characters
+            return ids
+
+        return encode_chars
     get, unk, eos = tokenizer.index.get, tokenizer.unk_id, tokenizer.eos_id
-    ids: list[int] = []
-    for line in text.splitlines():
-        ids.extend(map(get, line.split(), repeat(unk)))
-        ids.append(eos)
-    return np.array(ids, dtype=np.int64)
+
+    def encode_lines(text: str) -> np.ndarray:
+        ids: list[int] = []
+        for line in text.splitlines():
+            ids.extend(map(get, line.split(), repeat(unk)))
+            ids.append(eos)
+        return np.array(ids, dtype=np.int64)
+
+    return encode_lines
 
 
 def encode_file(tokenizer: Tokenizer, path: Path, output: Path, errors: str, what: str) -> None:
@@ -235,12 +240,13 @@ def encode_file(tokenizer: Tokenizer, path: Path, output: Path, errors: str, wha
     blocks = (
         iter_text(path, errors, what) if tokenizer.kind == "char" else iter_lines_blocks(path, errors, what)
     )
+    encode = chunk_encoder(tokenizer)
     has_text = False
     with atomic_output(output) as temporary, open(temporary, "wb") as out:
         for text in blocks:
             has_text = has_text or not text.isspace()
             try:
-                encode_chunk(tokenizer, text).astype(dtype).tofile(out)
+                encode(text).astype(dtype).tofile(out)
             except DataError as error:
                 raise DataError(f"{path}: {error}") from None
         if not has_text:
