@@ -78,7 +78,9 @@ def measure(path: Path, kind: str, cache: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mb", type=float, default=200.0, help="size of the generated text in MB")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lmtrain-bench-") as folder:
