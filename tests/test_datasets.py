@@ -251,3 +251,44 @@ def test_fraction_split_cuts_at_characters_not_bytes(tmp_path, monkeypatch):
     pieces = [path.read_text(encoding="utf-8") for path in outputs]
     assert [len(piece) for piece in pieces] == [90, 5, 5]
     assert "".join(pieces) == text
+
+
+# ---------------------------------------------------------------- the `lmtrain data` commands
+
+
+def test_data_list_names_every_corpus_and_its_status():
+    from typer.testing import CliRunner
+
+    from lmtrain.cli import app
+
+    result = CliRunner().invoke(app, ["data", "list"])
+    assert result.exit_code == 0, result.output
+    for name in datasets.DATASETS:
+        assert name in result.output
+    assert "bundled" in result.output and "cache: " in result.output
+
+
+def test_data_fetch_of_an_unknown_name_lists_the_choices():
+    from typer.testing import CliRunner
+
+    from lmtrain.cli import app
+
+    result = CliRunner().invoke(app, ["data", "fetch", "penn"])
+    assert result.exit_code == 2
+    assert (
+        "unknown data.dataset 'penn'; choose one of: agreement, ptb, tinyshakespeare, wikitext2"
+        in result.output
+    )
+
+
+@needs_shared_data
+def test_data_fetch_prepares_the_splits(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from lmtrain.cli import app
+
+    monkeypatch.setenv("LMTRAIN_CACHE", str(tmp_path))
+    result = CliRunner().invoke(app, ["data", "fetch", "tinyshakespeare"])
+    assert result.exit_code == 0, result.output
+    assert f"train {tmp_path / 'tinyshakespeare' / 'train.txt'} (1,003,854 bytes)" in result.output
+    assert f"valid {tmp_path / 'tinyshakespeare' / 'valid.txt'} (111,540 bytes)" in result.output
