@@ -1,7 +1,7 @@
 """Typed configuration: one YAML file, mirrored one-to-one by the sections below.
 
     run_dir: runs/quickstart
-    data:  {dataset | train/valid/test paths, tokenizer, min_freq, max_vocab}
+    data:  {dataset | train/valid/test paths | file + split, errors, tokenizer, min_freq, max_vocab, ...}
     model: {cell, nonlinearity, embedding_size, hidden_size, num_layers, dropout}
     train: {batch_size, bptt, epochs, max_steps, optimizer, lr, clip_norm, eval_interval, seed, device, ...}
     log:   {log_interval, tensorboard, sample_length, sample_temperature}
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lmtrain.errors import ConfigError
 
@@ -34,11 +34,26 @@ class DataConfig(Section):
     """Where the text comes from and how it becomes tokens."""
 
     dataset: str | None = Field(
-        None, description="A bundled corpus by name (`agreement`), used when train/valid/test are not given."
+        None,
+        description="A corpus by name: `agreement` (bundled), `tinyshakespeare`, `ptb` or `wikitext2` "
+        "(downloaded once into `LMTRAIN_CACHE`); `lmtrain data list` shows them.",
     )
     train: Path | None = Field(None, description="Training text file (UTF-8).")
     valid: Path | None = Field(None, description="Validation text file (UTF-8).")
     test: Path | None = Field(None, description="Test text file (UTF-8); optional.")
+    file: Path | None = Field(
+        None, description="One text file (UTF-8) cut into train/valid(/test) by `data.split`."
+    )
+    split: list[float] | None = Field(
+        None,
+        description="With `data.file`: fractions of its characters for train, valid and optionally test, "
+        "in file order, e.g. `[0.9, 0.05, 0.05]`.",
+    )
+    errors: Literal["strict", "replace"] = Field(
+        "strict",
+        description="Bytes that are not UTF-8: `strict` stops with their byte offset, `replace` reads "
+        "them as U+FFFD.",
+    )
     tokenizer: Literal["char", "word"] = Field(
         "word", description="`char`: one token per character; `word`: whitespace words plus `<eos>` per line."
     )
@@ -51,14 +66,52 @@ class DataConfig(Section):
         description="Word tokenizer: keep the most frequent words, at most this many types "
         "(`<unk>` and `<eos>` included).",
     )
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Debugging: keep only the first N tokens of each split (the vocabulary still comes "
+        "from the whole training text).",
+    )
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str | None) -> str | None:
+        from lmtrain.datasets import DATASETS
+
+        if name is not None and name not in DATASETS:
+            raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
+        return name
+
+    @field_validator("split")
+    @classmethod
+    def _fractions(cls, split: list[float] | None) -> list[float] | None:
+        if split is None:
+            return None
+        in_range = all(0.0 < fraction < 1.0 for fraction in split)
+        if len(split) not in (2, 3) or not in_range or abs(sum(split) - 1.0) > 1e-6:
+            raise ValueError(
+                f"must be 2 or 3 fractions between 0 and 1 that sum to 1, e.g. [0.9, 0.05, 0.05] "
+                f"(got {split})"
+            )
+        return split
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
-        has_paths = self.train is not None or self.valid is not None
-        if self.dataset is not None and has_paths:
-            raise ValueError("give either data.dataset or data.train/data.valid paths, not both")
-        if self.dataset is None and (self.train is None or self.valid is None):
-            raise ValueError("set data.dataset (e.g. `agreement`) or both data.train and data.valid")
+        has_paths = self.train is not None or self.valid is not None or self.test is not None
+        sources = [self.dataset is not None, has_paths, self.file is not None]
+        if sum(sources) > 1:
+            raise ValueError(
+                "give one of data.dataset, data.train/data.valid paths, or data.file, not several"
+            )
+        if self.file is not None and self.split is None:
+            raise ValueError("data.file needs data.split, e.g. [0.9, 0.05, 0.05]")
+        if self.split is not None and self.file is None:
+            raise ValueError("data.split cuts data.file; set data.file (named datasets have fixed splits)")
+        if not any(sources) or (has_paths and (self.train is None or self.valid is None)):
+            raise ValueError(
+                "set data.dataset (e.g. `agreement`), both data.train and data.valid, "
+                "or data.file and data.split"
+            )
         return self
 
 

@@ -137,7 +137,7 @@ CONFIG_CASES = [
         "mutually exclusive",
         lambda f, c, k: ["train", config_file(f, c), "data.dataset=agreement"],
         2,
-        ("either data.dataset or data.train",),
+        ("give one of data.dataset, data.train/data.valid paths, or data.file",),
     ),
     Case(
         "override names no key",
@@ -226,7 +226,7 @@ DATA_CASES = [
             "data.dataset=nope",
         ],
         2,
-        ("unknown data.dataset 'nope'", "agreement"),
+        ("data.dataset: unknown dataset 'nope'", "agreement"),
     ),
 ]
 
