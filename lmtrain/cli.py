@@ -50,8 +50,7 @@ def main_options(
     ] = False,
 ) -> None:
     """Options that apply to every command."""
-    if debug:
-        debug_mode["on"] = True
+    debug_mode["on"] = debug or os.environ.get("LMTRAIN_DEBUG", "") not in ("", "0")
 
 
 @contextmanager

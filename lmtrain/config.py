@@ -2,7 +2,9 @@
 
     run_dir: runs/quickstart
     data:  {dataset | train/valid/test paths | file + split, errors, tokenizer, min_freq, max_vocab, ...}
-    model: {cell, nonlinearity, embedding_size, hidden_size, num_layers, dropout}
+    model: {cell, nonlinearity, gru_variant, spectral_radius, embedding_size, hidden_size, num_layers,
+            dropout, residual, init, forget_bias, initial_state, initial_state_scale, bidirectional,
+            tie_weights}
     train: {batch_size, bptt, epochs, max_steps, optimizer, lr, clip_norm, eval_interval, seed, device, ...}
     log:   {log_interval, tensorboard, sample_length, sample_temperature}
 
@@ -118,12 +120,79 @@ class DataConfig(Section):
 class ModelConfig(Section):
     """The language model: embedding -> stacked recurrent layers -> dropout -> decoder."""
 
-    cell: Literal["rnn", "gru", "lstm"] = Field("lstm", description="Recurrent cell.")
-    nonlinearity: Literal["tanh", "relu"] = Field("tanh", description="Activation g of the `rnn` cell.")
+    cell: Literal["rnn", "gru", "lstm", "esn"] = Field(
+        "lstm",
+        description="Recurrent cell: `rnn` (Elman), `gru`, `lstm`, or `esn` (echo state network: a fixed "
+        "random recurrent reservoir; only the input weights, embedding and decoder learn).",
+    )
+    nonlinearity: Literal["tanh", "relu"] = Field(
+        "tanh", description="Activation g of the `rnn` and `esn` cells."
+    )
+    gru_variant: Literal["notes", "cudnn"] = Field(
+        "notes",
+        description="`gru` only. `notes`: reset gate applied to `c<t-1>` before the recurrent product, as in "
+        "the notes; `cudnn`: applied after it, as `torch.nn.GRU` does (weights exchangeable with it).",
+    )
+    spectral_radius: float = Field(
+        0.9,
+        gt=0.0,
+        description="`esn` only: the largest eigenvalue modulus the fixed reservoir is scaled to.",
+    )
     embedding_size: int = Field(128, ge=1, description="Size of the token embedding `x<t>`.")
     hidden_size: int = Field(256, ge=1, description="Size of the hidden state `a<t>` of every layer.")
     num_layers: int = Field(2, ge=1, description="Number of stacked recurrent layers (deep RNN).")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout between layers and before the decoder.")
+    residual: bool = Field(
+        False,
+        description="Add each layer's input to its output where both are `hidden_size` wide (every layer "
+        "above the first; the first too when `embedding_size == hidden_size`).",
+    )
+    init: Literal["default", "xavier", "orthogonal", "he", "identity"] = Field(
+        "default",
+        description="Recurrent weight initialisation: `default` U(±1/sqrt(H)) as PyTorch; `xavier` (Glorot); "
+        "`orthogonal` recurrent blocks; `he` N(0, 2/fan_in); `identity`: IRNN, `W_aa = I` (`rnn` only).",
+    )
+    forget_bias: float = Field(1.0, description="`lstm` only: the initial forget-gate bias `b_f`.")
+    initial_state: Literal["zeros", "random", "learned"] = Field(
+        "zeros",
+        description="State `a<0>` at the start of a sequence: `zeros`; `random`: N(0, scale²) drawn afresh "
+        "in training (zeros in evaluation and sampling); `learned`: a trained vector per layer.",
+    )
+    initial_state_scale: float = Field(
+        0.1, ge=0.0, description="Standard deviation of the `random` initial state."
+    )
+    bidirectional: bool = Field(
+        False,
+        description="Also train a backward language model (right to left, predicting the previous token) "
+        "sharing the embedding and decoder, as ELMo's biLM; the loss is the mean of both directions. "
+        "Sampling uses the forward one.",
+    )
+    tie_weights: bool = Field(
+        False, description="Share the embedding and decoder matrices (needs `embedding_size == hidden_size`)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        problems = []
+        if self.tie_weights and self.embedding_size != self.hidden_size:
+            problems.append(
+                "model.tie_weights needs model.embedding_size == model.hidden_size (got "
+                f"{self.embedding_size} and {self.hidden_size}): the decoder's [V, H] matrix is the "
+                "embedding's [V, E] matrix"
+            )
+        if self.init == "identity" and self.cell != "rnn":
+            problems.append(
+                f"model.init 'identity' is the IRNN initialisation of the plain rnn's recurrent matrix; "
+                f"use it with model.cell 'rnn' (got '{self.cell}')"
+            )
+        if self.residual and self.num_layers == 1 and self.embedding_size != self.hidden_size:
+            problems.append(
+                "model.residual connects layers of equal width, and this model has none: use "
+                "model.num_layers >= 2 or model.embedding_size == model.hidden_size"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class TrainConfig(Section):

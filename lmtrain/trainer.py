@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from lmtrain.batching import State, batchify, detach_state, get_batch, num_windows, window_starts
@@ -141,9 +140,8 @@ def evaluate(model: RNNLanguageModel, ids: torch.Tensor, batch_size: int, bptt: 
     total_loss, total_tokens = 0.0, 0
     for i in window_starts(source, bptt):
         inputs, targets = get_batch(source, i, bptt)
-        logits, state = model(inputs, state)
-        # [T, B, V] -> [T * B, V] against [T * B] targets.
-        total_loss += float(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum"))
+        loss, state = model.language_model_loss(inputs, targets, state, reduction="sum")
+        total_loss += float(loss)
         total_tokens += targets.numel()
     model.train(was_training)
     return Evaluation(loss=total_loss / total_tokens, tokens=total_tokens)
@@ -260,9 +258,7 @@ class Trainer:
         """One optimizer step on one window; returns (loss, gradient norm before clipping)."""
         self.model.train()
         state = detach_state(self.carried) if self.carried is not None else None
-        logits, state = self.model(inputs, state)
-        # [T, B, V] -> [T * B, V] against [T * B] targets.
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        loss, state = self.model.language_model_loss(inputs, targets, state)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"the training loss became {loss.item()} at step {self.step + 1}; the last good checkpoint "

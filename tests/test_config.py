@@ -42,10 +42,19 @@ def test_minimal_config_loads_with_defaults(minimal):
     assert config.model.model_dump() == {
         "cell": "lstm",
         "nonlinearity": "tanh",
+        "gru_variant": "notes",
+        "spectral_radius": 0.9,
         "embedding_size": 128,
         "hidden_size": 256,
         "num_layers": 2,
         "dropout": 0.2,
+        "residual": False,
+        "init": "default",
+        "forget_bias": 1.0,
+        "initial_state": "zeros",
+        "initial_state_scale": 0.1,
+        "bidirectional": False,
+        "tie_weights": False,
     }
     assert config.train.model_dump() == {
         "batch_size": 32,
@@ -116,7 +125,11 @@ def test_override_of_unknown_key_suggests_the_closest(minimal):
     message = _error(minimal, ("model.cel=gru",))
     assert "unknown key 'cel' in section 'model'" in message
     assert "did you mean 'cell'?" in message
-    assert "valid keys: cell, dropout, embedding_size, hidden_size, nonlinearity, num_layers" in message
+    assert (
+        "valid keys: bidirectional, cell, dropout, embedding_size, forget_bias, gru_variant, hidden_size, "
+        "init, initial_state, initial_state_scale, nonlinearity, num_layers, residual, spectral_radius, "
+        "tie_weights"
+    ) in message
 
 
 def test_override_of_unknown_section_suggests_the_closest(minimal):
