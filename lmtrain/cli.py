@@ -50,8 +50,7 @@ def main_options(
     ] = False,
 ) -> None:
     """Options that apply to every command."""
-    if debug:
-        debug_mode["on"] = True
+    debug_mode["on"] = debug or os.environ.get("LMTRAIN_DEBUG", "") not in ("", "0")
 
 
 @contextmanager
@@ -170,6 +169,50 @@ def sample(
             at_line_start = piece.endswith("\n")
         if not at_line_start:
             write("\n")
+
+
+data_app = typer.Typer(
+    help="List the corpora known by name and download them into the cache.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the named corpora, where they come from, and whether they are ready offline."""
+    from lmtrain.datasets import DATASETS, cache_dir, data_mirror, is_available
+
+    with user_errors():
+        cache, mirror = cache_dir(), data_mirror()
+        for dataset in DATASETS.values():
+            if not dataset.downloads:
+                status = "bundled"
+            elif all((cache / download.path).exists() for download in dataset.downloads):
+                status = "cached"
+            elif is_available(dataset, cache, mirror):
+                status = "in mirror"
+            else:
+                status = "not downloaded"
+            typer.echo(f"{dataset.name:<16} {dataset.tokenizer:<5} {status:<15} {dataset.description}")
+            typer.echo(f"{'':<16} splits: {dataset.split_note}; license: {dataset.license}")
+        typer.echo(f"cache: {cache} (LMTRAIN_CACHE)" + (f"; mirror: {mirror}" if mirror else ""))
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A corpus name from `lmtrain data list`.")],
+) -> None:
+    """Download NAME (or copy it from LMTRAIN_DATA_MIRROR) into the cache, verify it, prepare its splits."""
+    from lmtrain.datasets import cache_dir, data_mirror, fetch_dataset, get_dataset
+
+    with user_errors():
+        paths = fetch_dataset(get_dataset(name), cache_dir(), data_mirror())
+        for split in ("train", "valid", "test"):
+            path = getattr(paths, split)
+            if path is not None:
+                typer.echo(f"{split:<5} {path} ({path.stat().st_size:,} bytes)")
 
 
 def stream_writer() -> Callable[[str], None]:

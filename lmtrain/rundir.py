@@ -57,9 +57,10 @@ class RunDirectory:
     @contextmanager
     def open(cls, path: Path, overwrite: bool = False, resume: bool = False) -> Iterator[RunDirectory]:
         run = cls(path)
-        run.check_before_use(overwrite, resume)
+        run.check_usable(resume)
         run.acquire_lock()
         try:
+            run.check_no_earlier_run(overwrite, resume)
             run.remove_stale_temporaries()
             if overwrite and not resume:
                 run.clear_previous_run()
@@ -67,17 +68,21 @@ class RunDirectory:
         finally:
             run.lock.unlink(missing_ok=True)
 
-    def check_before_use(self, overwrite: bool, resume: bool) -> None:
-        if self.path.exists() and not self.path.is_dir():
-            raise RunDirectoryError(f"run_dir {self.path} is a file; choose a directory (run_dir=runs/NAME)")
-        if resume and not self.last.exists():
-            raise RunDirectoryError(f"nothing to resume: {self.last} does not exist; start without --resume")
+    def check_no_earlier_run(self, overwrite: bool, resume: bool) -> None:
+        """Refuse to clobber an earlier run unless asked to overwrite or resume it."""
         has_run = any((self.path / name).exists() for name in RUN_FILES)
         if has_run and not (overwrite or resume):
             raise RunDirectoryError(
                 f"run_dir {self.path} already holds a run; pass --resume to continue it, --overwrite to "
                 "replace it, or choose another directory (run_dir=runs/NAME)"
             )
+
+    def check_usable(self, resume: bool) -> None:
+        """The path is (or can become) a writable directory, with a checkpoint if resuming."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirectoryError(f"run_dir {self.path} is a file; choose a directory (run_dir=runs/NAME)")
+        if resume and not self.last.exists():
+            raise RunDirectoryError(f"nothing to resume: {self.last} does not exist; start without --resume")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from lmtrain.batching import State, WindowLengths, batchify, detach_state, get_batch, window_starts
@@ -120,9 +119,8 @@ def evaluate(
     for i in window_starts(source, bptt):
         inputs, targets = get_batch(source, i, bptt)
         with autocast():
-            logits, state = model(inputs, state)
-            # [T, B, V] -> [T * B, V] against [T * B] targets.
-            total_loss += float(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum"))
+            loss, state = model.language_model_loss(inputs, targets, state, reduction="sum")
+        total_loss += float(loss)
         total_tokens += targets.numel()
     model.train(was_training)
     return Evaluation(loss=total_loss / total_tokens, tokens=total_tokens)
@@ -307,9 +305,7 @@ class Trainer:
         self.model.train()
         state = detach_state(self.carried) if self.carried is not None else None
         with self.autocast():
-            logits, state = self.model(inputs, state)
-            # [T, B, V] -> [T * B, V] against [T * B] targets.
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+            loss, state = self.model.language_model_loss(inputs, targets, state)
         self.optimizer.zero_grad(set_to_none=True)
         loss_value = loss.item()
         if not math.isfinite(loss_value):

@@ -42,10 +42,19 @@ def test_minimal_config_loads_with_defaults(minimal):
     assert config.model.model_dump() == {
         "cell": "lstm",
         "nonlinearity": "tanh",
+        "gru_variant": "notes",
+        "spectral_radius": 0.9,
         "embedding_size": 128,
         "hidden_size": 256,
         "num_layers": 2,
         "dropout": 0.2,
+        "residual": False,
+        "init": "default",
+        "forget_bias": 1.0,
+        "initial_state": "zeros",
+        "initial_state_scale": 0.1,
+        "bidirectional": False,
+        "tie_weights": False,
     }
     assert config.train.model_dump() == {
         "batch_size": 32,
@@ -129,7 +138,11 @@ def test_override_of_unknown_key_suggests_the_closest(minimal):
     message = _error(minimal, ("model.cel=gru",))
     assert "unknown key 'cel' in section 'model'" in message
     assert "did you mean 'cell'?" in message
-    assert "valid keys: cell, dropout, embedding_size, hidden_size, nonlinearity, num_layers" in message
+    assert (
+        "valid keys: bidirectional, cell, dropout, embedding_size, forget_bias, gru_variant, hidden_size, "
+        "init, initial_state, initial_state_scale, nonlinearity, num_layers, residual, spectral_radius, "
+        "tie_weights"
+    ) in message
 
 
 def test_override_of_unknown_section_suggests_the_closest(minimal):
@@ -158,7 +171,10 @@ def test_unknown_key_in_yaml_lists_valid_keys_and_suggests(tmp_path):
     message = _error(path)
     assert "1 problem(s)" in message
     assert "unknown key 'trian' in section 'data'; did you mean 'train'?" in message
-    assert "valid keys: dataset, max_vocab, min_freq, test, tokenizer, train, valid" in message
+    assert (
+        "valid keys: dataset, errors, file, max_tokens, max_vocab, min_freq, split, test, tokenizer, "
+        "train, valid" in message
+    )
 
 
 def test_unknown_section_in_yaml(tmp_path):
@@ -220,7 +236,7 @@ def test_non_utf8_file(tmp_path):
 
 def test_dataset_and_paths_are_mutually_exclusive(tmp_path):
     message = _error(_write(tmp_path, "data:\n  dataset: agreement\n  train: t.txt\n"))
-    assert "data: give either data.dataset or data.train/data.valid paths, not both" in message
+    assert "data: give one of data.dataset, data.train/data.valid paths, or data.file, not several" in message
 
 
 def test_dataset_alone_is_enough(tmp_path):
@@ -231,7 +247,39 @@ def test_dataset_alone_is_enough(tmp_path):
 
 def test_neither_dataset_nor_both_paths(tmp_path):
     message = _error(_write(tmp_path, "data:\n  train: t.txt\n"))
-    assert "data: set data.dataset (e.g. `agreement`) or both data.train and data.valid" in message
+    assert (
+        "data: set data.dataset (e.g. `agreement`), both data.train and data.valid, "
+        "or data.file and data.split" in message
+    )
+
+
+def test_unknown_dataset_lists_the_registry(tmp_path):
+    message = _error(_write(tmp_path, "data:\n  dataset: wikitext\n"))
+    assert (
+        "data.dataset: unknown dataset 'wikitext'; choose one of: agreement, ptb, tinyshakespeare, wikitext2"
+        in (message)
+    )
+
+
+def test_one_file_with_a_split(tmp_path):
+    config = load_config(_write(tmp_path, "data:\n  file: all.txt\n  split: [0.9, 0.05, 0.05]\n"))
+    assert config.data.file == Path("all.txt") and config.data.split == [0.9, 0.05, 0.05]
+
+
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        ("  file: a.txt\n", "data.file needs data.split"),
+        ("  dataset: ptb\n  split: [0.9, 0.1]\n", "data.split cuts data.file"),
+        ("  file: a.txt\n  split: [0.9, 0.2]\n", "data.split: must be 2 or 3 fractions"),
+        ("  file: a.txt\n  split: [1.0]\n", "must be 2 or 3 fractions between 0 and 1 that sum to 1"),
+        ("  file: a.txt\n  train: b.txt\n  split: [0.5, 0.5]\n", "not several"),
+        ("  dataset: ptb\n  errors: ignore\n", "data.errors: Input should be 'strict' or 'replace'"),
+        ("  dataset: ptb\n  max_tokens: 0\n", "data.max_tokens: Input should be greater than or equal to 1"),
+    ],
+)
+def test_bad_data_sources_are_explained(tmp_path, data, problem):
+    assert problem in _error(_write(tmp_path, "data:\n" + data))
 
 
 def test_missing_data_section(tmp_path):

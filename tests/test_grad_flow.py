@@ -40,7 +40,7 @@ def test_monitor_equals_direct_autograd_for_a_vanilla_rnn():
     state = [(torch.randn(2, 4),)]
     norms = gradient_flow(model, inputs, targets, state)
     model.eval()
-    expected = reference_norms(model, inputs, targets, state, model.layers[-1].to_torch(), lstm=False)
+    expected = reference_norms(model, inputs, targets, state, model.layers[-1].to_native(), lstm=False)
     assert norms.shape == (6,)
     assert_close(norms, expected.detach())
     # The textbook picture: in a vanilla RNN the gradient shrinks going back in time.
@@ -60,7 +60,7 @@ def test_monitor_equals_direct_autograd_for_a_two_layer_lstm_and_leaves_the_mode
     assert all(p.grad is None for p in model.parameters())  # .grad untouched
     assert "forward" not in vars(model.layers[-1])  # the layer's own forward is back
     model.eval()
-    expected = reference_norms(model, inputs, targets, state, model.layers[-1].to_torch(), lstm=True)
+    expected = reference_norms(model, inputs, targets, state, model.layers[-1].to_native(), lstm=True)
     assert_close(norms, expected.detach())
 
 
