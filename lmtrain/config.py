@@ -216,10 +216,12 @@ class ClipConfig(Section):
 class ScheduleConfig(Section):
     """How the learning rate changes during training (`train.lr` is its peak)."""
 
-    name: Literal["constant", "cosine", "plateau"] = Field(
+    name: Literal["constant", "cosine", "plateau", "epoch_decay"] = Field(
         "constant",
         description="`constant`: `lr` throughout; `cosine`: from `lr` down to `min_lr` over the run; "
-        "`plateau`: divide by `factor` when validation loss stops improving (the classic PTB recipe).",
+        "`plateau`: divide by `factor` when validation loss stops improving (the classic PTB recipe); "
+        "`epoch_decay`: divide by `factor` at the start of every epoch from `start_epoch` on "
+        "(Zaremba et al.).",
     )
     warmup_steps: int = Field(
         0,
@@ -227,9 +229,14 @@ class ScheduleConfig(Section):
         description="Raise the lr linearly from lr/warmup_steps to `lr` over the first steps (any schedule).",
     )
     min_lr: float = Field(
-        0.0, ge=0.0, description="`cosine`: the final lr; `plateau`: the lr never goes below it."
+        0.0,
+        ge=0.0,
+        description="`cosine`: the final lr; `plateau`, `epoch_decay`: the lr never goes below it.",
     )
-    factor: float = Field(4.0, gt=1.0, description="`plateau`: divide the lr by this.")
+    factor: float = Field(4.0, gt=1.0, description="`plateau`, `epoch_decay`: divide the lr by this.")
+    start_epoch: int = Field(
+        2, ge=2, description="`epoch_decay`: the first epoch (counting from 1) that runs at lr / factor."
+    )
     patience: int = Field(
         0, ge=0, description="`plateau`: evaluations without improvement tolerated before dividing."
     )

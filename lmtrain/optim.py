@@ -11,6 +11,8 @@ step t is a formula).
     plateau    lr / factor**k, k = how many times validation loss failed to improve for
                `patience` + 1 evaluations in a row (PyTorch's word_language_model divides by 4 at
                every evaluation that does not improve: factor 4, patience 0); never below min_lr
+    epoch_decay  lr / factor**max(0, e - start_epoch + 1) in epoch e = 1, 2, ... (Zaremba et al. 2014:
+               PTB small halves it from epoch 5 on, medium divides by 1.2 from epoch 7); never below min_lr
 
 Every schedule starts with `warmup_steps` of linear warmup: step t <= warmup gets lr * t / warmup.
 """
@@ -54,7 +56,8 @@ class LearningRateSchedule:
         self.best_loss = math.inf
         self.evaluations_without_improvement = 0
 
-    def lr(self, step: int) -> float:
+    def lr(self, step: int, epoch: int = 0) -> float:
+        """The lr of optimizer step `step` (1-based), taken in epoch `epoch` (0-based)."""
         config = self.config
         if step <= config.warmup_steps:
             return self.peak * step / config.warmup_steps
@@ -64,6 +67,9 @@ class LearningRateSchedule:
             return config.min_lr + (self.peak - config.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
         if config.name == "plateau":
             return max(self.peak / config.factor**self.reductions, config.min_lr)
+        if config.name == "epoch_decay":
+            divisions = max(0, epoch + 1 - config.start_epoch + 1)
+            return max(self.peak / config.factor**divisions, config.min_lr)
         return self.peak
 
     def observe(self, valid_loss: float) -> bool:

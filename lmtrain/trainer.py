@@ -314,7 +314,7 @@ class Trainer:
         clip = clip_gradients(self.model.parameters(), self.config.train.clip)
         if not math.isfinite(clip.norm):
             return self.skip_or_stop(f"the gradient norm became {clip.norm}", state)
-        lr = self.schedule.lr(self.step + 1)
+        lr = self.schedule.lr(self.step + 1, self.epoch)
         if self.window_lengths.variable:
             lr *= inputs.size(0) / self.config.train.bptt  # a short window takes a smaller step
         set_learning_rate(self.optimizer, lr)
@@ -378,7 +378,7 @@ class Trainer:
             line += f" | bpc {valid.bits_per_token:.4f}"
         logger.scalars(self.step, metrics)
         if scheduled and self.schedule.observe(valid.loss):
-            lr = self.schedule.lr(self.step + 1)
+            lr = self.schedule.lr(self.step + 1, self.epoch)
             self.inform(f"step {self.step} | validation stopped improving: learning rate now {lr:.3g}")
         self.save(improved)  # after the schedule has seen the loss, so that resume sees it too
         self.inform(line + (" | saved best.pt" if improved else ""))

@@ -59,6 +59,14 @@ def test_plateau_patience_and_floor():
     assert plateau.lr(1) == 0.05  # 0.01 would be below min_lr
 
 
+def test_epoch_decay_divides_from_start_epoch_on():
+    # Zaremba et al.'s PTB small: lr 1 for epochs 1-4, then halved at the start of every epoch.
+    small = schedule(lr=1.0, name="epoch_decay", factor=2.0, start_epoch=5)
+    assert [small.lr(100, epoch) for epoch in range(7)] == [1.0, 1.0, 1.0, 1.0, 0.5, 0.25, 0.125]
+    floored = schedule(lr=1.0, name="epoch_decay", factor=10.0, start_epoch=2, min_lr=0.05)
+    assert [floored.lr(1, epoch) for epoch in range(3)] == [1.0, 0.1, 0.05]
+
+
 def test_schedule_state_round_trips():
     plateau = schedule(name="plateau", patience=2)
     for loss in (3.0, 2.0, 2.5, 2.6, 2.7, 2.8):
@@ -171,3 +179,16 @@ def test_plateau_schedule_in_training(tiny_corpus, tmp_path, monkeypatch):
         0.0625,
     ]
     assert sum("validation stopped improving: learning rate now 0.25" in line for line in lines) == 1
+
+
+def test_epoch_decay_in_training_follows_the_epochs(tiny_corpus, tmp_path):
+    train = {
+        "batch_size": 32,  # 2933 tokens / 32 streams: 91 rows, 9 windows of 10 per epoch
+        "epochs": 3,
+        "max_steps": None,
+        "eval_interval": 100,
+        "schedule": {"name": "epoch_decay", "factor": 2.0, "start_epoch": 2},
+    }
+    config = tiny_config_dict(tiny_corpus, tmp_path / "run", train=train, log={"sample_length": 0})
+    _, logger = run_training(config)
+    assert [lr for _, lr in logger.values["train/lr"]] == [0.01] * 9 + [0.005] * 9 + [0.0025] * 9
