@@ -496,8 +496,10 @@ def hparam_values(config: Config) -> dict[str, float | int | str | bool]:
         for key, value in node.items():
             if isinstance(value, dict):
                 walk(f"{prefix}{key}.", value)
+            elif value is None or isinstance(value, list):
+                values[f"{prefix}{key}"] = "null" if value is None else str(value)  # e.g. data.split
             else:
-                values[f"{prefix}{key}"] = "null" if value is None else value
+                values[f"{prefix}{key}"] = value
 
     dumped = config.model_dump(mode="json")
     walk("", {section: dumped[section] for section in ("data", "model", "train")})

@@ -314,6 +314,7 @@ def test_metrics_samples_grad_flow_and_hparams_are_logged(tiny_corpus, tmp_path)
     assert step == 30
     assert params["model.cell"] == "lstm" and params["train.lr"] == 0.01 and params["train.epochs"] == 5
     assert params["train.clip.max_norm"] == 1.0 and params["data.max_vocab"] == "null"
+    assert all(isinstance(value, str | int | float | bool) for value in params.values())
     assert metrics["final/valid_perplexity"] == pytest.approx(result.final_valid.perplexity)
 
 
