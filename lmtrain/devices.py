@@ -1,9 +1,10 @@
 """Where training runs and where its randomness comes from: device choice, bf16 autocast, RNG states.
 
 `device: auto` picks CUDA, then Apple's MPS, then the CPU. `precision: bf16` runs the forward pass
-under `torch.autocast(dtype=torch.bfloat16)` on CUDA: the matrix products run in bfloat16, the
-weights, the optimizer and the loss stay in fp32, and bf16's fp32-sized exponent needs no loss
-scaling. On a CPU bfloat16 is emulated and slower than fp32, so asking for it there is an error.
+under `torch.autocast(dtype=torch.bfloat16)` on CUDA: the matrix products and the recurrent state
+within a window run in bfloat16; the weights, the optimizer, the loss and the state carried between
+windows stay in fp32, and bf16's fp32-sized exponent needs no loss scaling. On a CPU bfloat16 is
+emulated and slower than fp32, so asking for it there is an error.
 
 Checkpoints hold every tensor on the CPU, so a model trained on one device samples or resumes on
 another; only the CUDA generators' states are skipped where there is no CUDA.
@@ -51,6 +52,20 @@ def autocast_factory(precision: str, device: torch.device) -> Callable[[], Abstr
             "emulated and slower than fp32); use train.precision=fp32"
         )
     return partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
+
+
+COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def state_in(state: list[tuple[torch.Tensor, ...]], dtype: torch.dtype) -> list[tuple[torch.Tensor, ...]]:
+    """The recurrent state in `dtype` (the same tensors when they already are).
+
+    Under bf16 autocast the matrix products return bfloat16, so a step mixes a bfloat16 candidate
+    with the previous state; element-wise ops such as the GRU's `lerp` refuse mixed dtypes. A window
+    therefore starts from its state in the compute dtype, and the state carried between windows is
+    kept in fp32.
+    """
+    return [tuple(tensor.to(dtype) for tensor in layer) for layer in state]
 
 
 def rng_states() -> dict:

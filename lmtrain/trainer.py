@@ -35,7 +35,14 @@ from lmtrain.batching import State, WindowLengths, batchify, detach_state, get_b
 from lmtrain.checkpoint import load_checkpoint, make_checkpoint, restore_config, save_checkpoint
 from lmtrain.config import Config, config_to_yaml
 from lmtrain.corpus import Corpus, load_corpus, unigram_perplexity
-from lmtrain.devices import autocast_factory, resolve_device, restore_rng_states, rng_states
+from lmtrain.devices import (
+    COMPUTE_DTYPES,
+    autocast_factory,
+    resolve_device,
+    restore_rng_states,
+    rng_states,
+    state_in,
+)
 from lmtrain.errors import ConfigError, DataError, LmtrainError, TrainingError
 from lmtrain.grad_flow import gradient_flow, profile_image
 from lmtrain.metrics import MetricLogger, NullLogger, TensorBoardLogger
@@ -108,13 +115,17 @@ def evaluate(
     batch_size: int,
     bptt: int,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
+    dtype: torch.dtype = torch.float32,
 ) -> Evaluation:
-    """Mean cross-entropy of `ids`, read as `batch_size` streams with the state carried across windows."""
+    """Mean cross-entropy of `ids`, read as `batch_size` streams with the state carried across windows.
+
+    `autocast` and `dtype` are the forward pass's context and compute dtype (see `lmtrain.devices`).
+    """
     was_training = model.training
     model.eval()
     device = model.decoder.weight.device
     source = batchify(ids, batch_size).to(device)
-    state = model.initial_state(source.size(1), device)
+    state = state_in(model.initial_state(source.size(1), device), dtype)
     total_loss, total_tokens = 0.0, 0
     for i in window_starts(source, bptt):
         inputs, targets = get_batch(source, i, bptt)
@@ -181,6 +192,7 @@ class Trainer:
         self.logger = logger
         self.device = resolve_device(train.device)
         self.autocast = autocast_factory(train.precision, self.device)
+        self.compute_dtype = COMPUTE_DTYPES[train.precision]
         torch.manual_seed(train.seed)
         random.seed(train.seed)
         self.corpus = load_corpus(config.data)
@@ -303,7 +315,11 @@ class Trainer:
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepResult | None:
         """One optimizer step on one window; None when the batch was skipped (`on_nonfinite: skip`)."""
         self.model.train()
-        state = detach_state(self.carried) if self.carried is not None else None
+        if self.carried is not None:
+            state = detach_state(self.carried)
+        else:
+            state = self.model.initial_state(inputs.size(1), self.device)
+        state = state_in(state, self.compute_dtype)
         with self.autocast():
             loss, state = self.model.language_model_loss(inputs, targets, state)
         self.optimizer.zero_grad(set_to_none=True)
@@ -319,7 +335,7 @@ class Trainer:
             lr *= inputs.size(0) / self.config.train.bptt  # a short window takes a smaller step
         set_learning_rate(self.optimizer, lr)
         self.optimizer.step()
-        self.carried = detach_state(state)
+        self.carried = state_in(detach_state(state), torch.float32)
         self.consecutive_skips = 0
         return StepResult(loss_value, clip.norm, clip.clipped, lr, targets.numel())
 
@@ -341,7 +357,7 @@ class Trainer:
             )
         # Carry the state on unless it is itself broken; a zero state is the next best start.
         finite = all(bool(torch.isfinite(t).all()) for layer in state for t in layer)
-        self.carried = detach_state(state) if finite else None
+        self.carried = state_in(detach_state(state), torch.float32) if finite else None
         self.report(f"warning: {where}; skipped that batch ({self.skipped_batches} so far)")
         return None
 
@@ -365,7 +381,14 @@ class Trainer:
         train = self.config.train
         if self.config.log.grad_flow and self.last_window is not None:
             self.log_grad_flow(logger)
-        valid = evaluate(self.model, self.corpus.valid, train.eval_batch_size, train.bptt, self.autocast)
+        valid = evaluate(
+            self.model,
+            self.corpus.valid,
+            train.eval_batch_size,
+            train.bptt,
+            self.autocast,
+            self.compute_dtype,
+        )
         self.evaluated_at = self.step
         improved = valid.loss < self.best_valid_loss
         if improved:

@@ -383,3 +383,23 @@ def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
     assert devices.autocast_factory("fp32", torch.device("cpu"))().__enter__() is None
     bf16 = devices.autocast_factory("bf16", torch.device("cuda"))
     assert bf16.keywords == {"device_type": "cuda", "dtype": torch.bfloat16}
+
+
+def test_bf16_autocast_trains_a_gru_and_carries_fp32_state(tiny_corpus, tmp_path, monkeypatch):
+    """The bf16 path, run under CPU autocast as a stand-in for CUDA's (no GPU in the test suite)."""
+    import functools
+
+    import lmtrain.trainer as trainer_module
+
+    monkeypatch.setattr(
+        trainer_module,
+        "autocast_factory",
+        lambda precision, device: functools.partial(torch.autocast, device_type="cpu", dtype=torch.bfloat16),
+    )
+    config = tiny_config_dict(
+        tiny_corpus, tmp_path / "run", model={"cell": "gru"}, train={"max_steps": 4, "precision": "bf16"}
+    )
+    result, logger = run_training(config)
+    assert result.steps == 4 and all(loss == loss for loss in logger.losses())
+    carried = load_checkpoint(tmp_path / "run" / "last.pt")["carried_state"]
+    assert all(tensor.dtype == torch.float32 for layer in carried for tensor in layer)
