@@ -268,10 +268,13 @@ def test_data_list_names_every_corpus_and_its_status():
     assert "bundled" in result.output and "cache: " in result.output
 
 
-def test_data_fetch_of_an_unknown_name_lists_the_choices():
+def test_data_fetch_of_an_unknown_name_lists_the_choices(monkeypatch):
     from typer.testing import CliRunner
 
+    from lmtrain import cli
     from lmtrain.cli import app
+
+    monkeypatch.setitem(cli.debug_mode, "on", False)  # an earlier `--debug` invocation leaves it set
 
     result = CliRunner().invoke(app, ["data", "fetch", "penn"])
     assert result.exit_code == 2

@@ -365,6 +365,7 @@ def test_every_shipped_config_loads_and_trains_one_step(path, tmp_path):
         f"run_dir={tmp_path / 'run'}",
         "train.max_steps=1",
         "log.tensorboard=false",
+        "log.sample_length=5",
         f"data.max_tokens={slice_tokens}",
     ]
     result = train(load_config(path, overrides), report=lambda line: None, show_progress=False)
