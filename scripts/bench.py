@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.reps} interleaved repetitions, medians\n"
     )
     print(
-        "| cell | H | ours tok/s | torch tok/s | ours / torch (median, min-max) | ours % peak | torch % peak |"
+        "| cell | H | ours tok/s | torch tok/s | ours / torch (median, min-max) "
+        "| ours % peak | torch % peak |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for cell in args.cells.split(","):
