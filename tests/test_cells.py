@@ -399,3 +399,28 @@ def test_build_layer_unknown_names_list_the_choices():
         build_layer("transformer", IN, H)
     with pytest.raises(ValueError, match="unknown nonlinearity 'sigmoid'; choose one of: tanh, relu"):
         build_layer("rnn", IN, H, nonlinearity="sigmoid")
+
+
+@pytest.mark.parametrize("steps", [1, T])
+@pytest.mark.parametrize("loss_of", ["y", "final_c", "final_a"])
+def test_lstm_hand_written_backward_equals_autograd_through_the_cell_loop(steps, loss_of):
+    """`LSTMLayer.forward` runs `lstm_bptt`'s hand-written backward; it must give the gradients autograd
+    gives through the step-by-step `_cell` loop, also for a one-step window and for a loss that reads
+    only one part of the output."""
+    from lmtrain.cells.base import RecurrentLayer
+
+    layer = _layer("lstm")
+    x = _input()[:steps].requires_grad_()
+    state = tuple(s.requires_grad_() for s in _random_state(layer))
+    results = []
+    for run in (layer._run_window, lambda x_proj, s: RecurrentLayer._run_window(layer, x_proj, s)):
+        layer.zero_grad()
+        y, (a, c) = run(torch.nn.functional.linear(x, layer.weight_ax, layer.bias), state)
+        picked = {"y": y, "final_c": c, "final_a": a}[loss_of]
+        loss = (picked * torch.linspace(-1, 1, picked.numel(), dtype=picked.dtype).view_as(picked)).sum()
+        inputs = (x, *state, *layer.parameters())
+        results.append((y, a, c, torch.autograd.grad(loss, inputs)))
+    (y, a, c, grads), (y_ref, a_ref, c_ref, grads_ref) = results
+    assert_close((y, a, c), (y_ref, a_ref, c_ref))
+    for got, expected in zip(grads, grads_ref, strict=True):
+        assert_close(got, expected)

@@ -227,6 +227,11 @@ class RecurrentLayer(nn.Module):
         state = self._checked_state(state, x)
         # The input half of W_a [a<t-1>, x<t>] + b for every step at once.
         x_proj = F.linear(x, self.weight_ax, self.bias)  # [T, B, G*H]
+        return self._run_window(x_proj, state)
+
+    def _run_window(self, x_proj: Tensor, state: State) -> tuple[Tensor, State]:
+        """The time loop over ``x_proj`` ``[T, B, G*H]``, ``_cell`` at each step; a subclass may replace it
+        with a faster computation of the same function (the lstm does)."""
         outputs = []
         for x_proj_t in x_proj.unbind(0):  # each [B, G*H]
             y_t, state = self._cell(x_proj_t, state)

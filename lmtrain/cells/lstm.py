@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from lmtrain.cells.base import RecurrentLayer, State
+from lmtrain.cells.lstm_bptt import lstm_window
 
 
 class LSTMLayer(RecurrentLayer):
@@ -48,6 +49,13 @@ class LSTMLayer(RecurrentLayer):
         super().reset_parameters()
         with torch.no_grad():
             self.bias[self.hidden_size : 2 * self.hidden_size].fill_(self.forget_bias)
+
+    def _run_window(self, x_proj: Tensor, state: State) -> tuple[Tensor, State]:
+        """The whole window through ``lstm_window``: a hand-written backward through time that computes
+        the gradient of ``weight_aa`` as one matrix product after the loop (see ``lstm_bptt``)."""
+        a_prev, c_prev = state
+        y, c = lstm_window(x_proj, a_prev, c_prev, self.weight_aa)
+        return y, (y[-1], c)
 
     def _cell(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
         a_prev, c_prev = state  # [B, H] each
