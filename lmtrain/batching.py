@@ -21,6 +21,18 @@ with T = min(bptt, len(source) - 1 - i), so the last window may be shorter:
 Because window k+1 continues exactly where window k stopped in every column, the hidden state at
 the end of one window is the right initial state of the next: the trainer carries it over, and
 `detach_state` cuts the graph so that gradients flow back at most `bptt` steps.
+
+With `train.variable_bptt` the windows still tile the rows end to end, but each one's length T is
+drawn by `WindowLengths` (Merity et al. 2017, AWD-LSTM): N(bptt, std) rounded, centred on bptt / 2
+instead one time in 20, and never below 5. So a window does not always start at the same rows
+epoch after epoch, and every token is sometimes near a window's start:
+
+    bptt = 2, lengths drawn 3, 1, ...:   window 0: x = rows 0-2, y = rows 1-3
+                                         window 1: x = row  3,   y = row  4
+                                         window 2: x = row  4,   y = row  5
+
+The trainer therefore keeps the row where the next window starts (`position`), not a window index,
+and scales the learning rate by T / bptt so that a short window does not get a full-size step.
 """
 
 from __future__ import annotations
@@ -58,3 +70,44 @@ def num_windows(source: torch.Tensor, bptt: int) -> int:
 def detach_state(state: State) -> State:
     """The same hidden state, cut from the graph of the window that produced it."""
     return [tuple(tensor.detach() for tensor in layer_state) for layer_state in state]
+
+
+MIN_WINDOW = 5
+"""Variable-length windows are never shorter than this (or than bptt, if bptt is smaller)."""
+
+HALF_WINDOW_PROBABILITY = 0.05
+"""How often a variable-length window is centred on bptt / 2 instead of bptt."""
+
+
+class WindowLengths:
+    """The length of each training window: always `bptt`, or drawn around it when `variable`.
+
+    The draws come from a generator of their own, seeded with the run's seed, whose state goes into
+    the checkpoint: a resumed run draws the same lengths as an uninterrupted one.
+    """
+
+    def __init__(self, bptt: int, variable: bool = False, std: float = 5.0, seed: int = 0):
+        self.bptt = bptt
+        self.variable = variable
+        self.std = std
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def draw(self) -> int:
+        if not self.variable:
+            return self.bptt
+        halve = float(torch.rand((), generator=self.generator)) < HALF_WINDOW_PROBABILITY
+        mean = self.bptt / 2 if halve else float(self.bptt)
+        length = round(float(torch.normal(mean, self.std, (), generator=self.generator)))
+        return max(min(MIN_WINDOW, self.bptt), length)
+
+    def mean_length(self) -> float:
+        """About how long a window is on average (for estimating the steps of an epoch)."""
+        if not self.variable:
+            return float(self.bptt)
+        return max(float(min(MIN_WINDOW, self.bptt)), self.bptt * (1 - HALF_WINDOW_PROBABILITY / 2))
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

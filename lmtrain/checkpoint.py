@@ -10,9 +10,15 @@ A checkpoint is one `torch.save`d dict of plain data and tensors, so that it loa
     tokenizer         the vocabulary (tokenizer.to_dict())
     model             the model's state_dict (tensors moved to the CPU)
     optimizer         the optimizer's state_dict
-    progress          {step, epoch, window, best_valid_loss, valid_loss}
+    progress          {step, epoch, position (row where the next window starts), window (windows
+                      done this epoch), skipped_batches, best_valid_loss, valid_loss}
+    schedule          the learning-rate schedule's state (plateau's reductions and best loss)
     carried_state     the hidden state carried between windows (list of per-layer lists of tensors)
-    rng               torch CPU (and CUDA) generator states and Python's random state
+    rng               torch CPU (and CUDA) generator states, Python's random state, and the
+                      window-length generator's state (`windows`)
+
+Version 1 (lmtrain 0.1.0) had `train.clip_norm` and counted windows instead of rows; `load_checkpoint`
+upgrades such files as it reads them, so old checkpoints sample and resume.
 
 Files are written atomically: to a temporary file in the same directory, flushed to disk, then
 renamed over the old file, so a crash at any moment leaves either the old or the new checkpoint.
@@ -36,7 +42,7 @@ from lmtrain.model import RNNLanguageModel
 from lmtrain.tokenizer import Tokenizer, tokenizer_from_dict
 
 FORMAT = "lmtrain-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def to_cpu(value: Any) -> Any:
@@ -58,6 +64,7 @@ def make_checkpoint(
     progress: dict[str, Any],
     carried_state: list[tuple[torch.Tensor, ...]] | None = None,
     rng: dict[str, Any] | None = None,
+    schedule: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict of a training run, every tensor on the CPU."""
     return {
@@ -69,8 +76,9 @@ def make_checkpoint(
         "model": to_cpu(model.state_dict()),
         "optimizer": to_cpu(optimizer.state_dict()) if optimizer is not None else None,
         "progress": dict(progress),
+        "schedule": dict(schedule) if schedule is not None else None,
         "carried_state": [list(to_cpu(layer)) for layer in carried_state] if carried_state else None,
-        "rng": rng or {},
+        "rng": to_cpu(rng) if rng else {},
     }
 
 
@@ -123,7 +131,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "of the run (last.pt or best.pt)"
         ) from None
     check_format(checkpoint, path)
-    return checkpoint
+    return upgrade(checkpoint)
 
 
 def check_format(checkpoint: Any, path: Path) -> None:
@@ -139,6 +147,19 @@ def check_format(checkpoint: Any, path: Path) -> None:
     missing = [key for key in ("config", "tokenizer", "model") if key not in checkpoint]
     if missing:
         raise CheckpointError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
+
+
+def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint in the current format, from any older version this lmtrain reads."""
+    if checkpoint["format_version"] < 2:
+        train = checkpoint["config"].get("train", {})
+        if "clip_norm" in train:
+            train["clip"] = {"max_norm": train.pop("clip_norm")}
+        progress = checkpoint.get("progress") or {}
+        if "window" in progress and "position" not in progress:
+            progress["position"] = progress["window"] * train.get("bptt", 35)
+        checkpoint["format_version"] = 2
+    return checkpoint
 
 
 def restore_config(checkpoint: dict[str, Any]) -> Config:

@@ -51,8 +51,7 @@ def main_options(
     ] = False,
 ) -> None:
     """Options that apply to every command."""
-    if debug:
-        debug_mode["on"] = True
+    debug_mode["on"] = debug or os.environ.get("LMTRAIN_DEBUG", "") not in ("", "0")
 
 
 @contextmanager
@@ -93,6 +92,12 @@ def train(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show the tqdm progress bar.")
     ] = True,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="No progress bar and no per-evaluation lines (as log.quiet); for log files."
+        ),
+    ] = False,
 ) -> None:
     """Train a language model as CONFIG says; checkpoints and TensorBoard logs go to its run_dir."""
     from lmtrain.config import load_config
@@ -103,6 +108,8 @@ def train(
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite exclude each other; pick one")
         resolved = load_config(config, overrides or [])
+        if quiet:
+            resolved.log.quiet = True
         try:
             result = run_training(resolved, overwrite=overwrite, resume=resume, show_progress=progress)
         except TrainingInterrupted as stopped:
@@ -123,21 +130,23 @@ def train(
         typer.echo(f"generate text: lmtrain sample {result.run_dir / 'best.pt'} --temperature 0.8")
 
 
-DEVICE_HELP = "Device to run on: cpu, cuda, or auto (cuda when available); any checkpoint runs on the CPU."
+DEVICE_HELP = "cpu, cuda, mps, or auto (cuda, then mps, then cpu); checkpoints from any device run on cpu."
 UNKNOWN_HELP = "error (name them and stop), map (to <unk>; word models) or skip (drop them)."
 
 
 def inference_device(name: str):
-    """The torch device named by `--device`."""
+    """The torch device named by `--device`; `auto` is cuda, then mps, then cpu."""
     import torch
 
-    if name not in ("cpu", "cuda", "auto"):
-        raise ConfigError(f"--device must be cpu, cuda or auto (got {name!r})")
+    from lmtrain.devices import mps_available, resolve_device
+
+    if name not in ("cpu", "cuda", "mps", "auto"):
+        raise ConfigError(f"--device must be cpu, cuda, mps or auto (got {name!r})")
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is available; use --device cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    if name == "mps" and not mps_available():
+        raise ConfigError("--device mps: Apple's MPS is not available; use --device cpu")
+    return resolve_device(name)
 
 
 def open_checkpoint(path: Path, device: str):
@@ -251,6 +260,50 @@ def write_now(out: TextIO, text: str) -> None:
     out.flush()
 
 
+data_app = typer.Typer(
+    help="List the corpora known by name and download them into the cache.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the named corpora, where they come from, and whether they are ready offline."""
+    from lmtrain.datasets import DATASETS, cache_dir, data_mirror, is_available
+
+    with user_errors():
+        cache, mirror = cache_dir(), data_mirror()
+        for dataset in DATASETS.values():
+            if not dataset.downloads:
+                status = "bundled"
+            elif all((cache / download.path).exists() for download in dataset.downloads):
+                status = "cached"
+            elif is_available(dataset, cache, mirror):
+                status = "in mirror"
+            else:
+                status = "not downloaded"
+            typer.echo(f"{dataset.name:<16} {dataset.tokenizer:<5} {status:<15} {dataset.description}")
+            typer.echo(f"{'':<16} splits: {dataset.split_note}; license: {dataset.license}")
+        typer.echo(f"cache: {cache} (LMTRAIN_CACHE)" + (f"; mirror: {mirror}" if mirror else ""))
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A corpus name from `lmtrain data list`.")],
+) -> None:
+    """Download NAME (or copy it from LMTRAIN_DATA_MIRROR) into the cache, verify it, prepare its splits."""
+    from lmtrain.datasets import cache_dir, data_mirror, fetch_dataset, get_dataset
+
+    with user_errors():
+        paths = fetch_dataset(get_dataset(name), cache_dir(), data_mirror())
+        for split in ("train", "valid", "test"):
+            path = getattr(paths, split)
+            if path is not None:
+                typer.echo(f"{split:<5} {path} ({path.stat().st_size:,} bytes)")
+
+
 @app.command()
 def score(
     checkpoint: Annotated[
@@ -326,10 +379,14 @@ def eval_command(
         if (file is None) == (split is None):
             raise ConfigError("give either --file FILE or --split valid|test")
         model, tokenizer, config = open_checkpoint(checkpoint, device)
-        path = file if file is not None else split_path(config, split)
-        report = evaluate_file(
-            model, tokenizer, path, batch_size, config.train.bptt if bptt is None else bptt
-        )
+        bptt = config.train.bptt if bptt is None else bptt
+        if file is not None:
+            report = evaluate_file(model, tokenizer, file, batch_size, bptt)
+        else:
+            # The split exactly as the trainer read it: same decoding errors policy and token limit.
+            data = config.data
+            path = split_path(config, split)
+            report = evaluate_file(model, tokenizer, path, batch_size, bptt, data.errors, data.max_tokens)
         if json_output:
             typer.echo(json.dumps({"checkpoint": str(checkpoint), **report.to_dict()}, indent=2))
             return
@@ -341,11 +398,13 @@ def eval_command(
             line += f" | {result.bits_per_token:.4f} bits/token"
         typer.echo(line)
         detail = (
-            f"{shown_path(path)}: {report.text_tokens:,} tokens, {result.tokens:,} predicted "
+            f"{shown_path(report.path)}: {report.text_tokens:,} tokens, {result.tokens:,} predicted "
             f"(batch size {report.batch_size}, bptt {report.bptt})"
         )
         if tokenizer.kind == "word":
             detail += f"; <unk>: {report.unk_tokens:,} ({report.unk_tokens / report.text_tokens:.1%})"
+        if report.bidirectional:
+            detail += "; bidirectional: the mean of the forward and backward models' losses, as in training"
         typer.echo(detail)
 
 

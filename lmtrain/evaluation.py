@@ -14,15 +14,25 @@ length; with `batch_size = 1` only the very first token is not predicted.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lmtrain.batching import batchify, get_batch, window_starts
 from lmtrain.config import Config
-from lmtrain.corpus import encode_split, read_text, split_paths
+from lmtrain.corpus import (
+    as_long_tensor,
+    chunk_encoder,
+    empty_file_error,
+    iter_lines_blocks,
+    iter_text,
+    split_paths,
+)
+from lmtrain.devices import state_in
 from lmtrain.errors import ConfigError, DataError
 from lmtrain.model import RNNLanguageModel
 from lmtrain.tokenizer import Tokenizer, WordTokenizer
@@ -49,19 +59,29 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(model: RNNLanguageModel, ids: torch.Tensor, batch_size: int, bptt: int) -> Evaluation:
-    """Mean cross-entropy of `ids`, read as `batch_size` streams with the state carried across windows."""
+def evaluate(
+    model: RNNLanguageModel,
+    ids: torch.Tensor,
+    batch_size: int,
+    bptt: int,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+    dtype: torch.dtype = torch.float32,
+) -> Evaluation:
+    """Mean cross-entropy of `ids`, read as `batch_size` streams with the state carried across windows.
+
+    `autocast` and `dtype` are the forward pass's context and compute dtype (see `lmtrain.devices`).
+    """
     was_training = model.training
     model.eval()
     device = model.decoder.weight.device
     source = batchify(ids, batch_size).to(device)
-    state = model.initial_state(source.size(1), device)
+    state = state_in(model.initial_state(source.size(1), device), dtype)
     total_loss, total_tokens = 0.0, 0
     for i in window_starts(source, bptt):
         inputs, targets = get_batch(source, i, bptt)
-        logits, state = model(inputs, state)
-        # [T, B, V] -> [T * B, V] against [T * B] targets.
-        total_loss += float(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum"))
+        with autocast():
+            loss, state = model.language_model_loss(inputs, targets, state, reduction="sum")
+        total_loss += float(loss)
         total_tokens += targets.numel()
     model.train(was_training)
     return Evaluation(loss=total_loss / total_tokens, tokens=total_tokens)
@@ -73,6 +93,7 @@ class TextEvaluation:
 
     path: Path
     tokenizer_kind: str
+    bidirectional: bool
     text_tokens: int
     unk_tokens: int
     batch_size: int
@@ -83,6 +104,7 @@ class TextEvaluation:
         data = {
             "file": str(self.path),
             "tokenizer": self.tokenizer_kind,
+            "bidirectional": self.bidirectional,
             "text_tokens": self.text_tokens,
             "scored_tokens": self.result.tokens,
             "batch_size": self.batch_size,
@@ -124,18 +146,49 @@ def split_path(config: Config, split: str) -> Path:
     return path
 
 
+def encode_text_file(
+    tokenizer: Tokenizer, path: Path, errors: str = "strict", max_tokens: int | None = None
+) -> torch.Tensor:
+    """The ids `[N]` of a text file under a fixed tokenizer, streamed as the corpus is (no caching).
+
+    Words outside the vocabulary become `<unk>`, as in the trainer's validation text; a character
+    outside a character model's vocabulary is an error that names it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"text file {path} does not exist; check the path")
+    what = "text file"
+    # A word tokenizer needs whole lines; characters can be cut anywhere.
+    read = iter_text if tokenizer.kind == "char" else iter_lines_blocks
+    blocks = read(path, errors, what)
+    encode = chunk_encoder(tokenizer)
+    arrays = []
+    for text in blocks:
+        try:
+            arrays.append(encode(text))
+        except DataError as error:
+            raise DataError(f"{path}: {error}") from None
+    if not arrays or not any(array.size for array in arrays):
+        raise empty_file_error(path, what)
+    return as_long_tensor(np.concatenate(arrays), max_tokens)
+
+
 def evaluate_file(
-    model: RNNLanguageModel, tokenizer: Tokenizer, path: Path, batch_size: int, bptt: int
+    model: RNNLanguageModel,
+    tokenizer: Tokenizer,
+    path: Path,
+    batch_size: int,
+    bptt: int,
+    errors: str = "strict",
+    max_tokens: int | None = None,
 ) -> TextEvaluation:
     """Perplexity of a text file under the model, encoded by the checkpoint's own tokenizer.
 
-    Words outside the vocabulary become `<unk>` (and are counted), as in the trainer's validation
-    text; a character outside a character model's vocabulary is an error that names it.
+    `errors` and `max_tokens` are the data config's, so that a split is read exactly as the trainer
+    read it. A bidirectional model's loss is the mean of its two directions', as in training.
     """
     check_eval_settings(batch_size, bptt)
-    if not Path(path).exists():
-        raise DataError(f"text file {path} does not exist; check the path")
-    ids = encode_split(tokenizer, read_text(Path(path), "text file"), Path(path))
+    ids = encode_text_file(tokenizer, path, errors, max_tokens)
     need = 2 * batch_size
     if ids.numel() < need:
         raise DataError(
@@ -144,4 +197,6 @@ def evaluate_file(
         )
     unk = int((ids == tokenizer.unk_id).sum()) if isinstance(tokenizer, WordTokenizer) else 0
     result = evaluate(model, ids, batch_size, bptt)
-    return TextEvaluation(Path(path), tokenizer.kind, ids.numel(), unk, batch_size, bptt, result)
+    return TextEvaluation(
+        Path(path), tokenizer.kind, model.bidirectional, ids.numel(), unk, batch_size, bptt, result
+    )

@@ -1,8 +1,10 @@
 """Where training metrics go: a small `MetricLogger` protocol and its implementations.
 
-The trainer calls `scalars(step, {...})` and `text(step, tag, text)`; `TensorBoardLogger` writes
-event files into the run directory (watch them with `tensorboard --logdir runs`), `NullLogger`
-drops everything (for `log.tensorboard: false` and for tests).
+The trainer calls `scalars(step, {...})`, `text(step, tag, text)`, `image(step, tag, image)` and,
+when a run ends, `hparams(step, config values, final metrics)`; `TensorBoardLogger` writes event files into
+the run directory (watch them with `tensorboard --logdir runs`: every run directory is one run, and
+the HParams tab lists them side by side with their final metrics), `NullLogger` drops everything
+(for `log.tensorboard: false` and for tests).
 """
 
 from __future__ import annotations
@@ -10,11 +12,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from torch import Tensor
+
 
 class MetricLogger(Protocol):
     def scalars(self, step: int, values: dict[str, float]) -> None: ...
 
     def text(self, step: int, tag: str, text: str) -> None: ...
+
+    def image(self, step: int, tag: str, image: Tensor) -> None: ...
+
+    def hparams(
+        self, step: int, params: dict[str, float | int | str | bool], metrics: dict[str, float]
+    ) -> None: ...
 
     def close(self) -> None: ...
 
@@ -26,6 +36,14 @@ class NullLogger:
         pass
 
     def text(self, step: int, tag: str, text: str) -> None:
+        pass
+
+    def image(self, step: int, tag: str, image: Tensor) -> None:
+        pass
+
+    def hparams(
+        self, step: int, params: dict[str, float | int | str | bool], metrics: dict[str, float]
+    ) -> None:
         pass
 
     def close(self) -> None:
@@ -51,6 +69,27 @@ class TensorBoardLogger:
     def text(self, step: int, tag: str, text: str) -> None:
         # TensorBoard renders text as Markdown: indent by four spaces to keep line breaks verbatim.
         self.writer.add_text(tag, "\n".join("    " + line for line in text.splitlines()), step)
+        self.writer.flush()
+
+    def image(self, step: int, tag: str, image: Tensor) -> None:
+        """A uint8 RGB image `[3, H, W]`."""
+        self.writer.add_image(tag, image, step, dataformats="CHW")
+        self.writer.flush()
+
+    def hparams(
+        self, step: int, params: dict[str, float | int | str | bool], metrics: dict[str, float]
+    ) -> None:
+        """The run's settings and final metrics, for TensorBoard's HParams tab.
+
+        `SummaryWriter.add_hparams` would put them in a new subdirectory per call; writing the same
+        summaries into this run's own event file keeps one run per run directory.
+        """
+        from torch.utils.tensorboard.summary import hparams
+
+        for summary in hparams(params, metrics):
+            self.writer.file_writer.add_summary(summary, step)
+        for tag, value in metrics.items():
+            self.writer.add_scalar(tag, value, step)
         self.writer.flush()
 
     def close(self) -> None:

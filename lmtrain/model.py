@@ -4,21 +4,56 @@
 
 Dropout is applied to the embeddings, between stacked layers and before the decoder (as in
 Zaremba et al. 2014 and PyTorch's word_language_model). The hidden state is a list with one
-tuple of tensors per layer: `(a,)` for rnn/gru, `(a, c)` for lstm, each `[B, H]`.
+tuple of tensors per layer: `(a,)` for rnn/gru/esn, `(a, c)` for lstm, each `[B, H]`.
+
+Options:
+- `residual`: a layer whose input is as wide as its output adds its input to its output,
+  `x_{l+1} = layer_l(x_l) + x_l` (He et al. 2016; Wu et al. 2016 for stacked LSTMs). Upper layers always
+  qualify; the first one only when `embedding_size == hidden_size`.
+- `tie_weights`: the decoder's `[V, H]` matrix is the embedding's `[V, E]` matrix (Press & Wolf 2017;
+  Inan et al. 2017), which needs `E == H`.
+- `bidirectional`: a second stack of layers reads the text right to left and predicts the previous token,
+  ELMo's biLM (Peters et al. 2018): two language models that share the embedding and the decoder but not
+  their recurrent layers. They are never merged before the decoder, so no position ever sees the token it
+  predicts (a BiRNN that concatenates both directions would see it through the other direction).
+
+        forward:   reads w0 .. wt        -> predicts w(t+1)      (`forward`, `step`)
+        backward:  reads wT .. w(t+1)    -> predicts wt          (`backward_logits`)
+
+  The training loss is the mean of the two directions' losses (`language_model_loss`). Generation
+  (`step`, sampling) uses the forward direction only.
+
+  Carried state: truncated BPTT reads the text left to right, carrying the forward state from one window
+  to the next. The backward direction cannot do that: the state it would need at a window's right end
+  summarises text that lies in the future and has not been read yet. So the backward stack reads each
+  window right to left from its initial state (zeros by default), and its final state is not carried;
+  near a window's right end it has little context, which is why a biLM's backward loss is higher than
+  its forward loss at short `bptt`.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lmtrain.batching import State
-from lmtrain.cells import build_layer
+from lmtrain.cells import RecurrentLayer, build_layer
 from lmtrain.config import ModelConfig
 
 
 class RNNLanguageModel(nn.Module):
-    """Predicts the next token of every position from the tokens before it."""
+    """Predicts the next token of every position from the tokens before it (and, when bidirectional, the
+    previous token from the tokens after it).
+
+    Args:
+        vocab_size: V.
+        cell: `rnn`, `gru`, `lstm` or `esn`.
+        embedding_size, hidden_size, num_layers, dropout, nonlinearity: as in `ModelConfig`.
+        residual, bidirectional, tie_weights: see the module docstring.
+        **cell_options: the keyword options of `lmtrain.cells.build_layer` (`gru_variant`, `init`,
+            `initial_state`, `initial_state_scale`, `spectral_radius`, `forget_bias`).
+    """
 
     def __init__(
         self,
@@ -29,16 +64,38 @@ class RNNLanguageModel(nn.Module):
         num_layers: int = 2,
         dropout: float = 0.0,
         nonlinearity: str = "tanh",
+        *,
+        residual: bool = False,
+        bidirectional: bool = False,
+        tie_weights: bool = False,
+        **cell_options,
     ):
         super().__init__()
+        if tie_weights and embedding_size != hidden_size:
+            raise ValueError(
+                f"tie_weights needs embedding_size == hidden_size (got {embedding_size} and {hidden_size}): "
+                "the decoder's [V, H] matrix is the embedding's [V, E] matrix"
+            )
         self.vocab_size = vocab_size
+        self.residual = residual
+        self.bidirectional = bidirectional
+        self.tie_weights = tie_weights
         self.embedding = nn.Embedding(vocab_size, embedding_size)
-        self.layers = nn.ModuleList(
-            build_layer(cell, embedding_size if i == 0 else hidden_size, hidden_size, nonlinearity)
-            for i in range(num_layers)
-        )
+
+        def stack() -> nn.ModuleList:
+            return nn.ModuleList(
+                build_layer(
+                    cell, embedding_size if i == 0 else hidden_size, hidden_size, nonlinearity, **cell_options
+                )
+                for i in range(num_layers)
+            )
+
+        self.layers = stack()
+        self.backward_layers = stack() if bidirectional else None
         self.dropout = nn.Dropout(dropout)
         self.decoder = nn.Linear(hidden_size, vocab_size)
+        if tie_weights:
+            self.decoder.weight = self.embedding.weight
         self.reset_embedding_and_decoder()
 
     @classmethod
@@ -51,6 +108,15 @@ class RNNLanguageModel(nn.Module):
             num_layers=config.num_layers,
             dropout=config.dropout,
             nonlinearity=config.nonlinearity,
+            residual=config.residual,
+            bidirectional=config.bidirectional,
+            tie_weights=config.tie_weights,
+            gru_variant=config.gru_variant,
+            init=config.init,
+            initial_state=config.initial_state,
+            initial_state_scale=config.initial_state_scale,
+            spectral_radius=config.spectral_radius,
+            forget_bias=config.forget_bias,
         )
 
     def reset_embedding_and_decoder(self) -> None:
@@ -60,33 +126,88 @@ class RNNLanguageModel(nn.Module):
         nn.init.zeros_(self.decoder.bias)
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
-        """The zero state of every layer."""
+        """The forward layers' initial state (zeros unless the config's `initial_state` says otherwise)."""
         dtype = self.decoder.weight.dtype
         device = device if device is not None else self.decoder.weight.device
         return [layer.initial_state(batch_size, device=device, dtype=dtype) for layer in self.layers]
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """Logits `[T, B, V]` for the next token at each of `tokens` `[T, B]`, and the final state."""
+        """The forward language model: logits `[T, B, V]` for the next token at each of `tokens` `[T, B]`,
+        and the final state."""
         if state is None:
             state = self.initial_state(tokens.size(1), tokens.device)
-        x = self.dropout(self.embedding(tokens))  # [T, B, E]
-        new_state = []
-        for depth, layer in enumerate(self.layers):
-            if depth > 0:
-                x = self.dropout(x)
-            x, layer_state = layer(x, state[depth])  # [T, B, H]
-            new_state.append(layer_state)
-        return self.decoder(self.dropout(x)), new_state
+        x, state = self._run_stack(self.layers, self.embedding(tokens), state)
+        return self.decoder(self.dropout(x)), state
+
+    def backward_logits(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """The backward language model, right to left: logits `[T, B, V]` whose entry t is the distribution
+        of the token *before* `tokens[t]`, having read `tokens[T-1], ..., tokens[t]`, and the state after
+        reading `tokens[0]`.
+
+        It mirrors `forward`: for a text `w` of T + 1 tokens, `forward(w[:-1])` predicts `w[1:]` and
+        `backward_logits(w[1:])` predicts `w[:-1]`. `torch.log_softmax(logits, -1)` gives the backward
+        log-probabilities for scoring. `state` None starts from the backward layers' initial state.
+        """
+        if self.backward_layers is None:
+            raise ValueError("backward_logits needs a bidirectional model (model.bidirectional: true)")
+        x, state = self._run_stack(self.backward_layers, self.embedding(tokens.flip(0)), state)
+        return self.decoder(self.dropout(x)).flip(0), state
+
+    def language_model_loss(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        state: State | None = None,
+        reduction: str = "mean",
+    ) -> tuple[torch.Tensor, State]:
+        """Cross-entropy of one window, and the forward state to carry to the next window.
+
+        `inputs` and `targets` are `[T, B]`, `targets[t] = inputs[t + 1]` within the text (see
+        `lmtrain.batching.get_batch`). The forward model reads `inputs` from `state` and predicts
+        `targets`. A bidirectional model also reads `targets` right to left from its backward initial state
+        and predicts `inputs`, and the loss is the mean of the two directions' losses. `reduction` is
+        `mean` (per token) or `sum`, as in `F.cross_entropy`.
+        """
+        logits, state = self(inputs, state)
+        # [T, B, V] -> [T * B, V] against [T * B] targets.
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction=reduction)
+        if self.backward_layers is not None:
+            backward, _ = self.backward_logits(targets)
+            backward_loss = F.cross_entropy(backward.flatten(0, 1), inputs.flatten(), reduction=reduction)
+            loss = (loss + backward_loss) / 2
+        return loss, state
 
     def step(self, token: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """One time step for generation: logits `[B, V]` for the token after `token` `[B]`."""
+        """One time step of the forward model, for generation: logits `[B, V]` for the token after
+        `token` `[B]`."""
         if state is None:
             state = self.initial_state(token.size(0), token.device)
         x = self.dropout(self.embedding(token))  # [B, E]
         new_state = []
         for depth, layer in enumerate(self.layers):
-            if depth > 0:
-                x = self.dropout(x)
-            x, layer_state = layer.step(x, state[depth])  # [B, H]
+            inputs = self.dropout(x) if depth > 0 else x
+            y, layer_state = layer.step(inputs, state[depth])  # [B, H]
+            x = self._skip(layer, inputs, y)
             new_state.append(layer_state)
         return self.decoder(self.dropout(x)), new_state
+
+    def _run_stack(
+        self, layers: nn.ModuleList, embedded: torch.Tensor, state: State | None
+    ) -> tuple[torch.Tensor, State]:
+        """Run `layers` over a window of embeddings `[T, B, E]`; the top layer's output `[T, B, H]`."""
+        x = self.dropout(embedded)
+        if state is None:
+            state = [None] * len(layers)
+        new_state = []
+        for depth, layer in enumerate(layers):
+            inputs = self.dropout(x) if depth > 0 else x
+            y, layer_state = layer(inputs, state[depth])  # [T, B, H]
+            x = self._skip(layer, inputs, y)
+            new_state.append(layer_state)
+        return x, new_state
+
+    def _skip(self, layer: RecurrentLayer, inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+        """A layer's output, plus its input when `residual` is on and the widths match."""
+        if self.residual and layer.input_size == layer.hidden_size:
+            return outputs + inputs
+        return outputs

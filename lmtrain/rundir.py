@@ -9,7 +9,8 @@
 
 Opening one refuses to clobber an earlier run (unless `overwrite`), refuses `resume` when there
 is nothing to resume, checks that the directory is writable, and takes a lock so that two
-trainings cannot write the same run at once.
+trainings cannot write the same run at once. A lock or a half-written temporary checkpoint left by
+a killed process (SIGKILL, power loss) is cleaned up by the next training that opens the directory.
 """
 
 from __future__ import annotations
@@ -56,26 +57,32 @@ class RunDirectory:
     @contextmanager
     def open(cls, path: Path, overwrite: bool = False, resume: bool = False) -> Iterator[RunDirectory]:
         run = cls(path)
-        run.check_before_use(overwrite, resume)
+        run.check_usable(resume)
         run.acquire_lock()
         try:
+            run.check_no_earlier_run(overwrite, resume)
+            run.remove_stale_temporaries()
             if overwrite and not resume:
                 run.clear_previous_run()
             yield run
         finally:
             run.lock.unlink(missing_ok=True)
 
-    def check_before_use(self, overwrite: bool, resume: bool) -> None:
-        if self.path.exists() and not self.path.is_dir():
-            raise RunDirectoryError(f"run_dir {self.path} is a file; choose a directory (run_dir=runs/NAME)")
-        if resume and not self.last.exists():
-            raise RunDirectoryError(f"nothing to resume: {self.last} does not exist; start without --resume")
+    def check_no_earlier_run(self, overwrite: bool, resume: bool) -> None:
+        """Refuse to clobber an earlier run unless asked to overwrite or resume it."""
         has_run = any((self.path / name).exists() for name in RUN_FILES)
         if has_run and not (overwrite or resume):
             raise RunDirectoryError(
                 f"run_dir {self.path} already holds a run; pass --resume to continue it, --overwrite to "
                 "replace it, or choose another directory (run_dir=runs/NAME)"
             )
+
+    def check_usable(self, resume: bool) -> None:
+        """The path is (or can become) a writable directory, with a checkpoint if resuming."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirectoryError(f"run_dir {self.path} is a file; choose a directory (run_dir=runs/NAME)")
+        if resume and not self.last.exists():
+            raise RunDirectoryError(f"nothing to resume: {self.last} does not exist; start without --resume")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
@@ -108,6 +115,15 @@ class RunDirectory:
                 file.write(str(os.getpid()))
             return
         raise RunDirectoryError(f"could not lock run_dir {self.path}; remove {self.lock} if no training runs")
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete temporary checkpoint files (`.last.pt.*.tmp`) a killed training left behind.
+
+        Holding the lock, we are the only writer, so any such file is a dead process's half-written save.
+        """
+        for name in ("last.pt", "best.pt"):
+            for temporary in self.path.glob(f".{name}.*.tmp"):
+                temporary.unlink(missing_ok=True)
 
     def clear_previous_run(self) -> None:
         """Remove an earlier run's checkpoints, config and TensorBoard logs (for --overwrite)."""

@@ -14,11 +14,10 @@ What is scored, exactly (the same reading as training, where every line ends wit
 A trailing line break of the input is ignored. From the per-token natural-log probabilities come
 the total log P (nats), log2 P (bits), the mean per token and the perplexity exp(-mean).
 
-The direction is a parameter of the data, not of the code: `sequence_log_probs(model, sequences)`
-scores any model that reads its sequences left to right. A backward model (one that reads right to
-left, predicting the previous token) scores the same texts as
-`sequence_log_probs(backward_model, [s[::-1] for s in sequences])`: the reversed sequence starts
-with the final `<eos>` and ends with the opening boundary, so the same tokens are scored.
+A bidirectional checkpoint (`model.bidirectional: true`, ELMo's biLM) also has a backward model,
+which reads right to left and predicts the previous token. Its score of the same text is
+P(y<1>, ..., y<T>) read the other way, Π P(y<t> | y<t+1>, ..., y<T>): the closing boundary is its
+context and it scores the words and the opening boundary, so both directions score T tokens.
 """
 
 from __future__ import annotations
@@ -87,10 +86,17 @@ class SequenceScore:
 
 @dataclass
 class TextScore:
-    """One input text and its score under the model reading left to right."""
+    """One input text, its score under the forward model and, for a bidirectional one, the backward."""
 
     text: str
     forward: SequenceScore
+    backward: SequenceScore | None = None
+
+    def to_dict(self, rank: int, per_token: bool = False) -> dict:
+        data = {"text": self.text, "rank": rank, **self.forward.to_dict(per_token)}
+        if self.backward is not None:
+            data["backward"] = self.backward.to_dict(per_token)
+        return data
 
 
 def scored_sequence(
@@ -117,27 +123,39 @@ def scored_sequence(
 
 @torch.inference_mode()
 def sequence_log_probs(
-    model: RNNLanguageModel, sequences: list[list[int]], batch_size: int = 16
+    model: RNNLanguageModel, sequences: list[list[int]], batch_size: int = 16, backward: bool = False
 ) -> list[list[float]]:
-    """For each sequence `s`, log P(s[t] | s[0], ..., s[t-1]) for t = 1 .. len(s) - 1, in nats.
+    """Log-probabilities in nats of the scored tokens of each sequence `s` of n tokens.
 
-    Sequences are padded into batches `[L, N]` (time-major) and read from a zero state in one call of
-    the model each; padding only follows a sequence's tokens, so it cannot change their scores.
-    The model should be in eval mode.
+    Forward: log P(s[t] | s[0], ..., s[t-1]) for t = 1 .. n-1. Backward (a bidirectional model's
+    right-to-left model): log P(s[t] | s[t+1], ..., s[n-1]) for t = 0 .. n-2. Sequences are padded
+    into batches `[L, N]` (time-major) and read from the initial state in one call of the model each.
+    Padding goes where the direction reads last (after a sequence forward, before it backward), so it
+    cannot change any score. The model should be in eval mode.
     """
     device = model.decoder.weight.device
     results: list[list[float]] = []
     for first in range(0, len(sequences), batch_size):
         chunk = sequences[first : first + batch_size]
-        padded = torch.zeros(max(map(len, chunk)), len(chunk), dtype=torch.long)  # [L, N]
+        longest = max(map(len, chunk))
+        padded = torch.zeros(longest, len(chunk), dtype=torch.long)  # [L, N]
         for column, sequence in enumerate(chunk):
-            padded[: len(sequence), column] = torch.tensor(sequence)
+            rows = slice(longest - len(sequence), None) if backward else slice(None, len(sequence))
+            padded[rows, column] = torch.tensor(sequence)
         padded = padded.to(device)
-        logits, _ = model(padded[:-1])  # [L-1, N, V]: the distribution of each next token
+        if backward:
+            # Entry t: the distribution of padded[t], having read padded[L-1], ..., padded[t+1].
+            logits, _ = model.backward_logits(padded[1:])  # [L-1, N, V]
+            targets = padded[:-1]
+        else:
+            # Entry t: the distribution of padded[t+1], having read padded[0], ..., padded[t].
+            logits, _ = model(padded[:-1])  # [L-1, N, V]
+            targets = padded[1:]
         log_probs = logits.float().log_softmax(dim=-1)
-        chosen = log_probs.gather(-1, padded[1:].unsqueeze(-1)).squeeze(-1)  # [L-1, N]
-        for column, sequence in zip(chosen.t().tolist(), chunk, strict=True):
-            results.append(column[: len(sequence) - 1])
+        chosen = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).t().tolist()  # N lists of L-1
+        for column, sequence in zip(chosen, chunk, strict=True):
+            scored = len(sequence) - 1
+            results.append(column[longest - 1 - scored :] if backward else column[:scored])
     return results
 
 
@@ -152,10 +170,15 @@ def score_texts(
         for number, text in enumerate(texts, start=1)
     ]
     forward = sequence_log_probs(model, sequences)
-    return [
+    scores = [
         TextScore(text, SequenceScore([tokenizer.tokens[i] for i in sequence[1:]], log_probs))
         for text, sequence, log_probs in zip(texts, sequences, forward, strict=True)
     ]
+    if model.bidirectional:
+        backward = sequence_log_probs(model, sequences, backward=True)
+        for score, sequence, log_probs in zip(scores, sequences, backward, strict=True):
+            score.backward = SequenceScore([tokenizer.tokens[i] for i in sequence[:-1]], log_probs)
+    return scores
 
 
 def read_inputs(path: Path) -> list[str]:
@@ -166,7 +189,8 @@ def read_inputs(path: Path) -> list[str]:
 
 
 def ranking(scores: list[TextScore]) -> list[int]:
-    """Indices of `scores` from the most probable text to the least (by total log P; ties keep order)."""
+    """Indices of `scores` from the most probable text to the least, by the forward model's total log P
+    (ties keep the order given)."""
     return sorted(range(len(scores)), key=lambda i: -scores[i].forward.log_prob)
 
 
@@ -176,10 +200,7 @@ def scores_to_dict(scores: list[TextScore], tokenizer_kind: str, per_token: bool
     return {
         "tokenizer": tokenizer_kind,
         "scored": DEFINITION,
-        "inputs": [
-            {"text": score.text, "rank": ranks[index], **score.forward.to_dict(per_token)}
-            for index, score in enumerate(scores)
-        ],
+        "inputs": [score.to_dict(ranks[index], per_token) for index, score in enumerate(scores)],
     }
 
 
@@ -189,23 +210,56 @@ def show_token(token: str, tokenizer_kind: str) -> str:
 
 
 def format_scores(scores: list[TextScore], tokenizer_kind: str, per_token: bool = False) -> str:
-    """A table of the inputs from most to least probable; with `per_token`, each token's probability."""
+    """A table of the inputs from most to least probable; with `per_token`, each token's probability.
+
+    A bidirectional model adds the backward model's log P and perplexity, and a backward column to
+    the per-token tables (whose rows are then the whole sequence read, both boundaries included).
+    """
+    both = any(score.backward is not None for score in scores)
     header = f"{'rank':>4}  {'log P (nats)':>12}  {'log2 P (bits)':>13}  {'tokens':>6}  "
-    header += f"{'nats/token':>10}  {'perplexity':>10}  text"
+    header += f"{'nats/token':>10}  {'perplexity':>10}  "
+    header += f"{'backward log P':>14}  {'backward ppl':>12}  text" if both else "text"
     lines = [header]
     order = ranking(scores)
     for rank, index in enumerate(order, start=1):
         score = scores[index].forward
-        lines.append(
-            f"{rank:>4}  {score.log_prob:>12.4f}  {score.log2_prob:>13.4f}  {len(score.tokens):>6}  "
-            f"{score.mean_log_prob:>10.4f}  {score.perplexity:>10.3f}  {scores[index].text}"
-        )
+        line = f"{rank:>4}  {score.log_prob:>12.4f}  {score.log2_prob:>13.4f}  {len(score.tokens):>6}  "
+        line += f"{score.mean_log_prob:>10.4f}  {score.perplexity:>10.3f}  "
+        backward = scores[index].backward
+        if backward is not None:
+            line += f"{backward.log_prob:>14.4f}  {backward.perplexity:>12.3f}  "
+        lines.append(line + scores[index].text)
     if per_token:
         for rank, index in enumerate(order, start=1):
-            score = scores[index].forward
-            shown = [show_token(token, tokenizer_kind) for token in score.tokens]
-            width = max(8, *map(len, shown))
-            lines += ["", f"{rank}. {scores[index].text}", f"  {'token':<{width}}  {'P':>10}  {'log P':>9}"]
-            for token, log_prob in zip(shown, score.log_probs, strict=True):
-                lines.append(f"  {token:<{width}}  {math.exp(log_prob):>10.6f}  {log_prob:>9.4f}")
+            lines += ["", f"{rank}. {scores[index].text}", *token_table(scores[index], tokenizer_kind)]
     return "\n".join(lines)
+
+
+def token_table(score: TextScore, tokenizer_kind: str) -> list[str]:
+    """Rows of token, P and log P (and the backward model's P and log P)."""
+    forward, backward = score.forward, score.backward
+    tokens, forward_log_probs = forward.tokens, list(forward.log_probs)
+    if backward is not None:
+        # Align the two by position in the sequence read: the forward model scores positions 1 .. n-1
+        # (position 0, the opening boundary, is its context), the backward model positions 0 .. n-2.
+        tokens = [backward.tokens[0], *tokens]
+        forward_log_probs = [None, *forward_log_probs]
+        backward_log_probs = [*backward.log_probs, None]
+    shown = [show_token(token, tokenizer_kind) for token in tokens]
+    width = max(8, *map(len, shown))
+
+    def cells(log_prob: float | None) -> str:
+        if log_prob is None:
+            return f"{'-':>10}  {'-':>9}"
+        return f"{math.exp(log_prob):>10.6f}  {log_prob:>9.4f}"
+
+    header = f"  {'token':<{width}}  {'P':>10}  {'log P':>9}"
+    if backward is not None:
+        header += f"  {'P bwd':>10}  {'log P bwd':>9}"
+    lines = [header]
+    for position, token in enumerate(shown):
+        line = f"  {token:<{width}}  {cells(forward_log_probs[position])}"
+        if backward is not None:
+            line += f"  {cells(backward_log_probs[position])}"
+        lines.append(line)
+    return lines

@@ -77,10 +77,12 @@ class WordTokenizer:
     @classmethod
     def build(cls, lines: Iterable[str], min_freq: int = 1, max_vocab: int | None = None) -> WordTokenizer:
         """Count the words of the training lines; keep the frequent ones, most frequent first."""
-        counts = Counter(word for line in lines for word in line.split())
-        counts.pop(UNK, None)
-        counts.pop(EOS, None)
-        kept = [word for word, count in counts.items() if count >= min_freq]
+        return cls.from_counts(Counter(word for line in lines for word in line.split()), min_freq, max_vocab)
+
+    @classmethod
+    def from_counts(cls, counts: Counter, min_freq: int = 1, max_vocab: int | None = None) -> WordTokenizer:
+        """The vocabulary of word counts (counted in one streamed pass over a large file)."""
+        kept = [word for word, count in counts.items() if count >= min_freq and word not in (UNK, EOS)]
         # Most frequent first, ties broken alphabetically, so the vocabulary is deterministic.
         kept.sort(key=lambda word: (-counts[word], word))
         if max_vocab is not None:

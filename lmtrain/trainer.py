@@ -1,15 +1,19 @@
-"""The training loop: truncated backpropagation through time with gradient clipping.
+"""The training loop: truncated backpropagation through time, clipping, schedules, evaluation.
 
 One epoch walks the `batch_size` parallel streams of the training text window by window (see
-`lmtrain.batching` for the layout). The hidden state starts at zero each epoch, is carried from
-one window to the next and detached between them. Every step clips the global gradient norm and
-logs the norm measured before clipping. Every `eval_interval` steps, and at the end, the model is
-evaluated on the validation text (with carried state, as in the literature), a sample is
-generated, and `last.pt` (and `best.pt` when validation loss improved) are written atomically.
+`lmtrain.batching` for the layout; windows are `bptt` long, or drawn around it with
+`variable_bptt`). The hidden state starts at zero each epoch, is carried from one window to the
+next and detached between them. Every step clips the gradients (`lmtrain.optim`), logs their norm
+measured before clipping, and sets the learning rate the schedule gives for that step. Every
+`eval_interval` steps, and at the end, the model is evaluated on the validation text (with carried
+state, as in the literature), the schedule sees the validation loss, a sample is generated, and
+`last.pt` (and `best.pt` when validation loss improved) are written atomically.
 
-Everything needed to continue a run exactly is in `last.pt`: weights, optimizer, step, epoch,
-window, carried hidden state and every random generator's state. `resume=True` picks it up.
-SIGINT (Ctrl-C) and SIGTERM stop the run after the current step and save `last.pt` first.
+Everything needed to continue a run exactly is in `last.pt`: weights, optimizer, schedule, step,
+epoch, data position, carried hidden state and every random generator's state. `resume=True` picks
+it up. SIGINT (Ctrl-C) and SIGTERM stop the run after the current step and save `last.pt` first.
+A NaN or infinite loss or gradient stops the run before the optimizer step (keeping the last
+checkpoint) or, with `on_nonfinite: skip`, drops that batch.
 """
 
 from __future__ import annotations
@@ -25,19 +29,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from lmtrain.batching import State, batchify, detach_state, get_batch, num_windows, window_starts
+from lmtrain.batching import State, WindowLengths, batchify, detach_state, get_batch
 from lmtrain.checkpoint import load_checkpoint, make_checkpoint, restore_config, save_checkpoint
 from lmtrain.config import Config, config_to_yaml
 from lmtrain.corpus import Corpus, load_corpus, unigram_perplexity
+from lmtrain.devices import (
+    COMPUTE_DTYPES,
+    autocast_factory,
+    resolve_device,
+    restore_rng_states,
+    rng_states,
+    state_in,
+)
 from lmtrain.errors import ConfigError, DataError, LmtrainError, TrainingError
 from lmtrain.evaluation import Evaluation, evaluate
+from lmtrain.grad_flow import gradient_flow, profile_image
 from lmtrain.metrics import MetricLogger, NullLogger, TensorBoardLogger
 from lmtrain.model import RNNLanguageModel
+from lmtrain.optim import LearningRateSchedule, build_optimizer, clip_gradients, set_learning_rate
 from lmtrain.rundir import RunDirectory
 from lmtrain.sampling import sample_text
+
+MAX_CONSECUTIVE_SKIPS = 10
+"""With `on_nonfinite: skip`, this many non-finite batches in a row stop training anyway."""
 
 
 class TrainingInterrupted(LmtrainError):
@@ -58,43 +74,6 @@ class TrainResult:
     final_valid: Evaluation
     unigram_perplexity: float
     tokenizer_kind: str
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but no CUDA GPU is available; use train.device=cpu or auto")
-    return torch.device(name)
-
-
-def build_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimizer:
-    train = config.train
-    if train.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
-        )
-    if train.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-
-
-def rng_states() -> dict:
-    """Every random generator training draws from (dropout, and Python's for completeness)."""
-    states = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states: dict) -> None:
-    if "torch" in states:
-        torch.set_rng_state(states["torch"])
-    if "python" in states:
-        version, internal, gauss = states["python"]
-        random.setstate((version, tuple(internal), gauss))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def check_corpus_size(corpus: Corpus, config: Config) -> None:
@@ -137,6 +116,17 @@ def stop_on_signals() -> Iterator[Callable[[], bool]]:
             signal.signal(sig, old)
 
 
+@dataclass
+class StepResult:
+    """What one optimizer step reports."""
+
+    loss: float
+    grad_norm: float  # before clipping
+    clipped: bool
+    lr: float
+    tokens: int
+
+
 class Trainer:
     """Holds a run's model, optimizer and progress; `fit()` trains it to the configured limit."""
 
@@ -148,27 +138,43 @@ class Trainer:
         show_progress: bool = True,
         logger: MetricLogger | None = None,
     ):
+        train = config.train
         self.config = config
         self.run = run
         self.report = report
-        self.show_progress = show_progress
+        self.quiet = config.log.quiet
+        self.show_progress = show_progress and not self.quiet
         self.logger = logger
-        self.device = resolve_device(config.train.device)
-        torch.manual_seed(config.train.seed)
-        random.seed(config.train.seed)
+        self.device = resolve_device(train.device)
+        self.autocast = autocast_factory(train.precision, self.device)
+        self.compute_dtype = COMPUTE_DTYPES[train.precision]
+        torch.manual_seed(train.seed)
+        random.seed(train.seed)
         self.corpus = load_corpus(config.data)
         check_corpus_size(self.corpus, config)
         self.tokenizer = self.corpus.tokenizer
-        self.train_data = batchify(self.corpus.train, config.train.batch_size).to(self.device)
-        self.windows_per_epoch = num_windows(self.train_data, config.train.bptt)
+        self.train_data = batchify(self.corpus.train, train.batch_size).to(self.device)  # [rows, B]
+        self.window_lengths = WindowLengths(train.bptt, train.variable_bptt, train.bptt_std, seed=train.seed)
         self.model = RNNLanguageModel.from_config(self.tokenizer.vocab_size, config.model).to(self.device)
-        self.optimizer = build_optimizer(self.model, config)
-        self.step = 0
+        self.optimizer = build_optimizer(self.model, train)
+        self.schedule = LearningRateSchedule(train.schedule, train.lr, self.expected_total_steps())
+        self.step = 0  # optimizer steps taken
         self.epoch = 0
-        self.window = 0  # index of the next window within the epoch
+        self.position = 0  # the row of train_data where the next window starts
+        self.window = 0  # windows done in this epoch (skipped ones included)
+        self.skipped_batches = 0
+        self.consecutive_skips = 0
         self.carried: State | None = None
         self.best_valid_loss = math.inf
         self.last_valid: Evaluation | None = None
+        self.evaluated_at = -1  # the step of the last evaluation
+        # The last window trained on, (inputs, targets, state it started from), for the grad-flow monitor.
+        self.last_window: tuple[torch.Tensor, torch.Tensor, State | None] | None = None
+
+    def inform(self, line: str) -> None:
+        """A routine progress line, silenced by quiet mode."""
+        if not self.quiet:
+            self.report(line)
 
     # ----- checkpoints -------------------------------------------------------------------------
 
@@ -176,12 +182,22 @@ class Trainer:
         progress = {
             "step": self.step,
             "epoch": self.epoch,
+            "position": self.position,
             "window": self.window,
+            "skipped_batches": self.skipped_batches,
             "best_valid_loss": self.best_valid_loss,
             "valid_loss": self.last_valid.loss if self.last_valid else None,
         }
+        rng = {**rng_states(), "windows": self.window_lengths.state_dict()}
         return make_checkpoint(
-            self.config, self.tokenizer, self.model, self.optimizer, progress, self.carried, rng_states()
+            self.config,
+            self.tokenizer,
+            self.model,
+            self.optimizer,
+            progress,
+            self.carried,
+            rng,
+            schedule=self.schedule.state_dict(),
         )
 
     def resume_from(self, path: Path) -> None:
@@ -197,12 +213,18 @@ class Trainer:
             raise DataError(f"cannot resume from {path}: the training text changed since it was written")
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if checkpoint.get("schedule"):
+            self.schedule.load_state_dict(checkpoint["schedule"])
         progress = checkpoint["progress"]
-        self.step, self.epoch, self.window = progress["step"], progress["epoch"], progress["window"]
+        self.step, self.epoch, self.position = progress["step"], progress["epoch"], progress["position"]
+        self.window = progress.get("window", 0)
+        self.skipped_batches = progress.get("skipped_batches", 0)
         self.best_valid_loss = progress["best_valid_loss"]
         if checkpoint["carried_state"] is not None:
             self.carried = [tuple(t.to(self.device) for t in layer) for layer in checkpoint["carried_state"]]
         restore_rng_states(checkpoint["rng"])
+        if "windows" in checkpoint["rng"]:
+            self.window_lengths.load_state_dict(checkpoint["rng"]["windows"])
 
     def save(self, improved: bool) -> None:
         checkpoint = self.checkpoint()
@@ -212,48 +234,117 @@ class Trainer:
 
     # ----- training ------------------------------------------------------------------------------
 
-    def total_steps(self) -> int:
+    def expected_total_steps(self) -> int:
+        """The steps of the whole run: exact for fixed windows, an estimate for variable ones."""
+        train = self.config.train
         limits = []
-        if self.config.train.epochs is not None:
-            limits.append(self.config.train.epochs * self.windows_per_epoch)
-        if self.config.train.max_steps is not None:
-            limits.append(self.config.train.max_steps)
+        if train.epochs is not None:
+            windows_per_epoch = math.ceil((self.train_data.size(0) - 1) / self.window_lengths.mean_length())
+            limits.append(train.epochs * windows_per_epoch)
+        if train.max_steps is not None:
+            limits.append(train.max_steps)
         return min(limits)
 
-    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
-        """One optimizer step on one window; returns (loss, gradient norm before clipping)."""
-        self.model.train()
-        state = detach_state(self.carried) if self.carried is not None else None
-        logits, state = self.model(inputs, state)
-        # [T, B, V] -> [T * B, V] against [T * B] targets.
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"the training loss became {loss.item()} at step {self.step + 1}; the last good checkpoint "
-                f"in {self.run.path} is kept; lower train.lr or set train.clip_norm"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        max_norm = self.config.train.clip_norm if self.config.train.clip_norm is not None else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        self.optimizer.step()
-        self.carried = detach_state(state)
-        return loss.item(), grad_norm.item()
+    def finished(self) -> bool:
+        train = self.config.train
+        return (train.max_steps is not None and self.step >= train.max_steps) or (
+            train.epochs is not None and self.epoch >= train.epochs
+        )
 
-    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The remaining windows of training, advancing epoch and window counters as they go."""
-        epochs = self.config.train.epochs
-        while epochs is None or self.epoch < epochs:
-            starts = list(window_starts(self.train_data, self.config.train.bptt))
-            while self.window < len(starts):
-                yield get_batch(self.train_data, starts[self.window], self.config.train.bptt)
+    def next_window(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The next training window `(inputs, targets)`, each `[T, B]`, or None when training is done.
+
+        Reaching the end of the training text starts the next epoch from a zero state. The window's
+        length is drawn only once training is known to go on, so a finished run's checkpoint holds
+        the window-length generator exactly as the next step of a longer run would find it.
+        """
+        if self.position >= self.train_data.size(0) - 1:
             self.epoch += 1
+            self.position = 0
             self.window = 0
             self.carried = None  # each epoch starts from a zero state
+        if self.finished():
+            return None
+        return get_batch(self.train_data, self.position, self.window_lengths.draw())
 
-    def evaluate_and_save(self, logger: MetricLogger) -> None:
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepResult | None:
+        """One optimizer step on one window; None when the batch was skipped (`on_nonfinite: skip`)."""
+        self.model.train()
+        if self.carried is not None:
+            state = detach_state(self.carried)
+        else:
+            state = self.model.initial_state(inputs.size(1), self.device)
+        state = state_in(state, self.compute_dtype)
+        with self.autocast():
+            loss, state = self.model.language_model_loss(inputs, targets, state)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            return self.skip_or_stop(f"the training loss became {loss_value}", state)
+        loss.backward()
+        clip = clip_gradients(self.model.parameters(), self.config.train.clip)
+        if not math.isfinite(clip.norm):
+            return self.skip_or_stop(f"the gradient norm became {clip.norm}", state)
+        lr = self.schedule.lr(self.step + 1, self.epoch)
+        if self.window_lengths.variable:
+            lr *= inputs.size(0) / self.config.train.bptt  # a short window takes a smaller step
+        set_learning_rate(self.optimizer, lr)
+        self.optimizer.step()
+        self.carried = state_in(detach_state(state), torch.float32)
+        self.consecutive_skips = 0
+        return StepResult(loss_value, clip.norm, clip.clipped, lr, targets.numel())
+
+    def skip_or_stop(self, problem: str, state: State) -> None:
+        """Handle a non-finite loss or gradient as `train.on_nonfinite` says; nothing has been updated."""
+        where = f"{problem} at step {self.step + 1}"
+        if self.config.train.on_nonfinite == "stop":
+            raise TrainingError(
+                f"{where}; the last good checkpoint in {self.run.path} is kept; lower train.lr, set "
+                "train.clip.max_norm, or skip such batches with train.on_nonfinite=skip"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_batches += 1
+        self.consecutive_skips += 1
+        if self.consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
+            raise TrainingError(
+                f"{where}, and the {MAX_CONSECUTIVE_SKIPS - 1} batches before it were skipped for the same "
+                f"reason; the last good checkpoint in {self.run.path} is kept; lower train.lr"
+            )
+        # Carry the state on unless it is itself broken; a zero state is the next best start.
+        finite = all(bool(torch.isfinite(t).all()) for layer in state for t in layer)
+        self.carried = state_in(detach_state(state), torch.float32) if finite else None
+        self.report(f"warning: {where}; skipped that batch ({self.skipped_batches} so far)")
+        return None
+
+    def log_grad_flow(self, logger: MetricLogger) -> None:
+        """‖∂L<T>/∂a<t>‖ on the window just trained (see `lmtrain.grad_flow`), as scalars and a plot."""
+        inputs, targets, state = self.last_window
+        norms = gradient_flow(self.model, inputs, targets, state)
+        # Three digits: TensorBoard sorts tags as text, and variable windows vary T around bptt.
+        values = {f"grad_flow/t{t:03d}": float(norm) for t, norm in enumerate(norms.tolist(), start=1)}
+        values["grad_flow/ratio_first_to_last"] = float(norms[0] / norms[-1].clamp_min(1e-30))
+        logger.scalars(self.step, values)
+        logger.image(self.step, "grad_flow/profile", profile_image(norms))
+
+    def evaluate_and_save(self, logger: MetricLogger, scheduled: bool = True) -> None:
+        """Evaluate, log, let the schedule see the loss, checkpoint, and log a sample (and the gradient flow).
+
+        Only the evaluations every `eval_interval` steps (`scheduled`) feed the schedule: the extra one
+        at the end of a run must not, or a run stopped and resumed off the interval would divide
+        its learning rate where the uninterrupted run does not.
+        """
         train = self.config.train
-        valid = evaluate(self.model, self.corpus.valid, train.eval_batch_size, train.bptt)
+        if self.config.log.grad_flow and self.last_window is not None:
+            self.log_grad_flow(logger)
+        valid = evaluate(
+            self.model,
+            self.corpus.valid,
+            train.eval_batch_size,
+            train.bptt,
+            self.autocast,
+            self.compute_dtype,
+        )
+        self.evaluated_at = self.step
         improved = valid.loss < self.best_valid_loss
         if improved:
             self.best_valid_loss = valid.loss
@@ -264,8 +355,11 @@ class Trainer:
             metrics["valid/bits_per_char"] = valid.bits_per_token
             line += f" | bpc {valid.bits_per_token:.4f}"
         logger.scalars(self.step, metrics)
-        self.save(improved)
-        self.report(line + (" | saved best.pt" if improved else ""))
+        if scheduled and self.schedule.observe(valid.loss):
+            lr = self.schedule.lr(self.step + 1, self.epoch)
+            self.inform(f"step {self.step} | validation stopped improving: learning rate now {lr:.3g}")
+        self.save(improved)  # after the schedule has seen the loss, so that resume sees it too
+        self.inform(line + (" | saved best.pt" if improved else ""))
         if self.config.log.sample_length > 0:
             text = sample_text(
                 self.model,
@@ -276,56 +370,44 @@ class Trainer:
             )
             logger.text(self.step, "sample", text)
 
+    def log_final_metrics(self, logger: MetricLogger) -> None:
+        valid = self.last_valid
+        metrics = {
+            "final/valid_loss": valid.loss,
+            "final/valid_perplexity": valid.perplexity,
+            "final/best_valid_perplexity": math.exp(min(self.best_valid_loss, 700.0)),
+        }
+        if self.tokenizer.kind == "char":
+            metrics["final/valid_bits_per_char"] = valid.bits_per_token
+        logger.hparams(self.step, hparam_values(self.config), metrics)
+
     def fit(self) -> TrainResult:
-        train, log = self.config.train, self.config.log
-        total = self.total_steps()
         logger = self.logger or (
-            TensorBoardLogger(self.run.path, purge_step=self.step + 1) if log.tensorboard else NullLogger()
+            TensorBoardLogger(self.run.path, purge_step=self.step + 1)
+            if self.config.log.tensorboard
+            else NullLogger()
         )
-        tokens_per_step = train.batch_size * train.bptt
         bar = tqdm(
-            total=total, initial=self.step, disable=not self.show_progress, unit="step", dynamic_ncols=True
+            total=self.expected_total_steps(),
+            initial=self.step,
+            disable=not self.show_progress,
+            unit="step",
+            dynamic_ncols=True,
         )
         started = time.perf_counter()
-        interval_start, interval_losses, tokens_seen = started, [], 0
-        evaluated_at = -1
+        self.interval, self.interval_start, self.tokens_seen = [], started, 0
         try:
             with stop_on_signals() as stop_requested:
-                for inputs, targets in self.batches():
-                    if self.step >= total:
-                        break
-                    loss, grad_norm = self.train_step(inputs, targets)
-                    self.step += 1
-                    self.window += 1
-                    tokens_seen += targets.numel()
-                    interval_losses.append(loss)
-                    bar.update(1)
-                    if self.step % log.log_interval == 0:
-                        now = time.perf_counter()
-                        mean_loss = sum(interval_losses) / len(interval_losses)
-                        speed = len(interval_losses) * tokens_per_step / max(now - interval_start, 1e-9)
-                        logger.scalars(
-                            self.step,
-                            {
-                                "train/loss": mean_loss,
-                                "train/perplexity": math.exp(min(mean_loss, 700.0)),
-                                "train/grad_norm": grad_norm,
-                                "train/lr": self.optimizer.param_groups[0]["lr"],
-                                "train/tokens_per_second": speed,
-                            },
-                        )
-                        bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{speed:,.0f}")
-                        interval_start, interval_losses = now, []
-                    if self.step % train.eval_interval == 0:
-                        self.evaluate_and_save(logger)
-                        evaluated_at = self.step
+                while (window := self.next_window()) is not None:
+                    self.train_on(window, logger, bar)
                     if stop_requested():
                         self.save(improved=False)
                         raise TrainingInterrupted(
                             f"training stopped by a signal at step {self.step}; saved {self.run.last}"
                         )
-            if evaluated_at != self.step:
-                self.evaluate_and_save(logger)
+            if self.evaluated_at != self.step:
+                self.evaluate_and_save(logger, scheduled=False)
+            self.log_final_metrics(logger)
         finally:
             bar.close()
             logger.close()
@@ -334,7 +416,7 @@ class Trainer:
             run_dir=self.run.path,
             steps=self.step,
             seconds=seconds,
-            tokens_per_second=tokens_seen / max(seconds, 1e-9),
+            tokens_per_second=self.tokens_seen / max(seconds, 1e-9),
             best_valid_loss=self.best_valid_loss,
             final_valid=self.last_valid,
             unigram_perplexity=unigram_perplexity(
@@ -342,6 +424,73 @@ class Trainer:
             ),
             tokenizer_kind=self.tokenizer.kind,
         )
+
+    def train_on(self, window: tuple[torch.Tensor, torch.Tensor], logger: MetricLogger, bar: tqdm) -> None:
+        """Train on one window, then log and evaluate when their intervals come round."""
+        inputs, targets = window
+        start_state = self.carried
+        result = self.train_step(inputs, targets)
+        self.position += inputs.size(0)
+        self.window += 1
+        if result is None:  # skipped
+            return
+        self.step += 1
+        self.tokens_seen += result.tokens
+        self.interval.append(result)
+        self.last_window = (inputs, targets, start_state)
+        bar.update(1)
+        if self.step % self.config.log.log_interval == 0:
+            self.log_interval(logger, bar)
+        if self.step % self.config.train.eval_interval == 0:
+            self.evaluate_and_save(logger)
+
+    def log_interval(self, logger: MetricLogger, bar: tqdm) -> None:
+        """Scalars summarising the steps since the last log line, and the progress bar's figures."""
+        steps, now = self.interval, time.perf_counter()
+        mean_loss = sum(step.loss for step in steps) / len(steps)
+        perplexity = math.exp(min(mean_loss, 700.0))
+        speed = sum(step.tokens for step in steps) / max(now - self.interval_start, 1e-9)
+        logger.scalars(
+            self.step,
+            {
+                "train/loss": mean_loss,
+                "train/perplexity": perplexity,
+                "train/grad_norm": steps[-1].grad_norm,
+                "train/clipped_fraction": sum(step.clipped for step in steps) / len(steps),
+                "train/lr": steps[-1].lr,
+                "train/tokens_per_second": speed,
+                "train/skipped_batches": self.skipped_batches,
+            },
+        )
+        bar.set_postfix(loss=f"{mean_loss:.3f}", ppl=f"{perplexity:.1f}", tok_s=f"{speed:,.0f}")
+        self.interval, self.interval_start = [], now
+
+
+def hparam_values(config: Config) -> dict[str, float | int | str | bool]:
+    """The data, model and train settings as flat `section.key` values, as TensorBoard's HParams wants."""
+    values: dict[str, float | int | str | bool] = {}
+
+    def walk(prefix: str, node: dict) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key}.", value)
+            elif value is None or isinstance(value, list):
+                values[f"{prefix}{key}"] = "null" if value is None else str(value)  # e.g. data.split
+            else:
+                values[f"{prefix}{key}"] = value
+
+    dumped = config.model_dump(mode="json")
+    walk("", {section: dumped[section] for section in ("data", "model", "train")})
+    return values
+
+
+def wants_resume(config: Config, resume: bool, overwrite: bool) -> bool:
+    """Whether to continue the run in run_dir: `--resume`, `resume: true`, or `resume: auto` and a last.pt."""
+    if (resume or config.resume is True) and overwrite:
+        raise ConfigError("resuming and --overwrite exclude each other; pick one")
+    if config.resume == "auto":
+        return not overwrite and (Path(config.run_dir) / "last.pt").exists()
+    return resume or config.resume is True
 
 
 def train(
@@ -354,8 +503,10 @@ def train(
 ) -> TrainResult:
     """Train a model as `config` says, in `config.run_dir`; the library entry point of `lmtrain train`.
 
-    `logger` replaces the TensorBoard logger the config asks for (tests pass a recording one).
+    `resume` (or `config.resume`) continues the run from its `last.pt`. `logger` replaces the
+    TensorBoard logger the config asks for (tests pass a recording one).
     """
+    resume = wants_resume(config, resume, overwrite)
     with RunDirectory.open(Path(config.run_dir), overwrite=overwrite, resume=resume) as run:
         trainer = Trainer(config, run, report=report, show_progress=show_progress, logger=logger)
         if resume:

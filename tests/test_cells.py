@@ -1,18 +1,30 @@
-"""The recurrent layers against hand computations of the notes' equations and against torch's modules."""
+"""The recurrent layers against hand computations of their equations, finite differences (gradcheck),
+and the properties of every init scheme and initial state; torch equality is in test_native.py."""
 
 import pytest
 import torch
 from torch import nn
 from torch.testing import assert_close
 
-from lmtrain.cells import CELLS, GRULayer, LSTMLayer, RNNLayer, build_layer
+from lmtrain.cells import CELLS, CudnnGRULayer, ESNLayer, GRULayer, LSTMLayer, RNNLayer, build_layer
 
-T, B, IN, H = 3, 2, 3, 4
+T, B, IN, H = 5, 2, 3, 4
+
+KINDS = {
+    "rnn": ("rnn", {}),
+    "relu": ("rnn", {"nonlinearity": "relu"}),
+    "gru": ("gru", {}),
+    "gru-cudnn": ("gru", {"gru_variant": "cudnn"}),
+    "lstm": ("lstm", {}),
+    "esn": ("esn", {}),
+}
+"""Every layer a config can select, by a test id: (cell, build_layer options)."""
 
 
-def _layer(cell: str, nonlinearity: str = "tanh") -> nn.Module:
+def _layer(kind: str, **options) -> nn.Module:
     torch.manual_seed(0)
-    return build_layer(cell, IN, H, nonlinearity=nonlinearity).double()
+    cell, kind_options = KINDS[kind]
+    return build_layer(cell, IN, H, **kind_options, **options).double()
 
 
 def _input(seed: int = 1) -> torch.Tensor:
@@ -56,6 +68,24 @@ def _gru_by_hand(layer, x, c0):
     return outputs, (outputs[-1],)
 
 
+def _cudnn_gru_by_hand(layer, x, c0):
+    w = torch.cat([layer.weight_aa, layer.weight_ax], dim=1)  # [3H, H + IN], blocks u, r, c̃
+    w_u, w_r = w[:H], w[H : 2 * H]
+    w_ca, w_cx = layer.weight_aa[2 * H :], layer.weight_ax[2 * H :]
+    b_u, b_r, b_c = layer.bias[:H], layer.bias[H : 2 * H], layer.bias[2 * H :]
+    b_ca = layer.recurrent_candidate_bias
+    outputs = torch.empty(T, B, H, dtype=x.dtype)
+    for n in range(B):
+        c = c0[n]
+        for t in range(T):
+            gamma_u = torch.sigmoid(w_u @ torch.cat([c, x[t, n]]) + b_u)
+            gamma_r = torch.sigmoid(w_r @ torch.cat([c, x[t, n]]) + b_r)
+            c_tilde = torch.tanh(w_cx @ x[t, n] + b_c + gamma_r * (w_ca @ c + b_ca))
+            c = gamma_u * c_tilde + (1 - gamma_u) * c
+            outputs[t, n] = c
+    return outputs, (outputs[-1],)
+
+
 def _lstm_by_hand(layer, x, a0, c0):
     w = torch.cat([layer.weight_aa, layer.weight_ax], dim=1)  # [4H, H + IN], blocks u, f, C̃, o
     w_u, w_f, w_c, w_o = w[:H], w[H : 2 * H], w[2 * H : 3 * H], w[3 * H :]
@@ -77,29 +107,31 @@ def _lstm_by_hand(layer, x, a0, c0):
     return outputs, (outputs[-1], cells)
 
 
-def _by_hand(cell, layer, x, state):
+def _by_hand(kind, layer, x, state):
     if state is None:
         state = tuple(torch.zeros(B, H, dtype=x.dtype) for _ in range(layer.num_states))
-    if cell == "rnn":
+    if kind in ("rnn", "esn"):  # the esn is the rnn's equation with a fixed W_aa
         return _rnn_by_hand(layer, x, *state, g=torch.tanh)
-    if cell == "relu":
+    if kind == "relu":
         return _rnn_by_hand(layer, x, *state, g=torch.relu)
-    if cell == "gru":
+    if kind == "gru":
         return _gru_by_hand(layer, x, *state)
+    if kind == "gru-cudnn":
+        return _cudnn_gru_by_hand(layer, x, *state)
     return _lstm_by_hand(layer, x, *state)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "relu", "gru", "lstm"])
+@pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("nonzero_state", [False, True], ids=["zero_state", "given_state"])
 @torch.no_grad()
-def test_forward_matches_the_notes_equations(cell, nonzero_state):
-    layer = _layer("rnn", "relu") if cell == "relu" else _layer(cell)
+def test_forward_matches_the_equations(kind, nonzero_state):
+    layer = _layer(kind)
     x = _input()
     state = _random_state(layer) if nonzero_state else None
 
     y, final = layer(x, state)
 
-    expected_y, expected_final = _by_hand(cell, layer, x, state)
+    expected_y, expected_final = _by_hand(kind, layer, x, state)
     assert y.shape == (T, B, H)
     assert_close(y, expected_y)
     assert len(final) == layer.num_states
@@ -107,9 +139,9 @@ def test_forward_matches_the_notes_equations(cell, nonzero_state):
         assert_close(got, expected)
 
 
-@pytest.mark.parametrize("cell", list(CELLS))
-def test_step_repeated_equals_forward(cell):
-    layer = _layer(cell)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_step_repeated_equals_forward(kind):
+    layer = _layer(kind)
     x = _input()
     state = _random_state(layer)
 
@@ -125,108 +157,9 @@ def test_step_repeated_equals_forward(cell):
         assert_close(got, expected)
 
 
-def _torch_module(cell: str, nonlinearity: str) -> nn.RNNBase:
-    torch.manual_seed(3)
-    if cell == "lstm":
-        return nn.LSTM(IN, H).double()
-    return nn.RNN(IN, H, nonlinearity=nonlinearity).double()
-
-
-def _run_torch(module, x, state):
-    # torch's state has a leading num_layers dimension of 1; ours does not.
-    torch_state = tuple(s.unsqueeze(0) for s in state)
-    y, torch_final = module(x, torch_state if isinstance(module, nn.LSTM) else torch_state[0])
-    final = torch_final if isinstance(torch_final, tuple) else (torch_final,)
-    return y, tuple(s.squeeze(0) for s in final)
-
-
-def _loss(y, final):
-    # Weigh every output and final state differently so no gradient hides behind a symmetric sum.
-    weights = torch.linspace(-1.0, 1.0, y.numel(), dtype=y.dtype).reshape(y.shape)
-    return (weights * y).sum() + sum((s**2).sum() for s in final)
-
-
-@pytest.mark.parametrize(
-    ("cell", "nonlinearity", "layer_class"),
-    [("rnn", "tanh", RNNLayer), ("rnn", "relu", RNNLayer), ("lstm", "tanh", LSTMLayer)],
-)
-def test_from_torch_matches_outputs_and_gradients(cell, nonlinearity, layer_class):
-    module = _torch_module(cell, nonlinearity)
-    layer = layer_class.from_torch(module)
-    x = _input().requires_grad_()
-    x_ours = x.detach().clone().requires_grad_()
-    state = _random_state(layer)
-
-    y_torch, final_torch = _run_torch(module, x, state)
-    y_ours, final_ours = layer(x_ours, state)
-    assert_close(y_ours, y_torch)
-    for ours, theirs in zip(final_ours, final_torch, strict=True):
-        assert_close(ours, theirs)
-
-    _loss(y_torch, final_torch).backward()
-    _loss(y_ours, final_ours).backward()
-    assert_close(x_ours.grad, x.grad)
-    assert_close(layer.weight_ax.grad, module.weight_ih_l0.grad)
-    assert_close(layer.weight_aa.grad, module.weight_hh_l0.grad)
-    # Both torch biases are added to the same pre-activation, so each gets our bias's gradient.
-    assert_close(layer.bias.grad, module.bias_ih_l0.grad)
-    assert_close(layer.bias.grad, module.bias_hh_l0.grad)
-
-
-@pytest.mark.parametrize(("cell", "nonlinearity"), [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh")])
-@torch.no_grad()
-def test_to_torch_round_trips(cell, nonlinearity):
-    layer = _layer(cell, nonlinearity)
-    x = _input()
-    state = _random_state(layer)
-
-    module = layer.to_torch()
-    assert isinstance(module, nn.LSTM if cell == "lstm" else nn.RNN)
-    assert (module.num_layers, module.bidirectional, module.batch_first) == (1, False, False)
-    y_torch, final_torch = _run_torch(module, x, state)
-    y_ours, final_ours = layer(x, state)
-    assert_close(y_torch, y_ours)
-    for theirs, ours in zip(final_torch, final_ours, strict=True):
-        assert_close(theirs, ours)
-
-    back = type(layer).from_torch(module)
-    for name, parameter in layer.named_parameters():
-        assert_close(getattr(back, name), parameter)
-    assert back.weight_aa.dtype == torch.float64
-    if cell == "rnn":
-        assert back.nonlinearity == nonlinearity
-
-
-def test_from_torch_sums_the_two_biases():
-    module = _torch_module("lstm", "tanh")
-    layer = LSTMLayer.from_torch(module)
-    assert_close(layer.bias, module.bias_ih_l0 + module.bias_hh_l0)
-
-
-def test_from_torch_accepts_a_module_without_bias():
-    module = nn.RNN(IN, H, bias=False).double()
-    layer = RNNLayer.from_torch(module)
-    assert torch.count_nonzero(layer.bias) == 0
-
-
-@pytest.mark.parametrize(
-    ("layer_class", "module", "message"),
-    [
-        (RNNLayer, nn.RNN(IN, H, num_layers=2), "num_layers=2"),
-        (RNNLayer, nn.RNN(IN, H, bidirectional=True), "bidirectional=True"),
-        (LSTMLayer, nn.LSTM(IN, H, proj_size=2), "proj_size=2"),
-        (LSTMLayer, nn.RNN(IN, H), "expects an nn.LSTM, got RNN"),
-        (RNNLayer, nn.GRU(IN, H), "expects an nn.RNN, got GRU"),
-    ],
-)
-def test_from_torch_refuses_what_it_cannot_reproduce(layer_class, module, message):
-    with pytest.raises(ValueError, match=message):
-        layer_class.from_torch(module)
-
-
-@pytest.mark.parametrize("cell", list(CELLS))
-def test_gradient_flows_through_the_state_to_the_first_input(cell):
-    layer = _layer(cell)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_gradient_flows_through_the_state_to_the_first_input(kind):
+    layer = _layer(kind)
     x = _input().requires_grad_()
 
     y, _ = layer(x)
@@ -235,12 +168,12 @@ def test_gradient_flows_through_the_state_to_the_first_input(cell):
     assert torch.count_nonzero(x.grad[0]) > 0
 
 
-@pytest.mark.parametrize("cell", list(CELLS))
-def test_initial_state_is_zeros_of_the_right_shape(cell):
-    layer = _layer(cell)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_initial_state_is_zeros_of_the_right_shape(kind):
+    layer = _layer(kind)
     state = layer.initial_state(B)
     assert isinstance(state, tuple)
-    assert len(state) == layer.num_states == (2 if cell == "lstm" else 1)
+    assert len(state) == layer.num_states == (2 if kind == "lstm" else 1)
     for tensor in state:
         assert tensor.shape == (B, H)
         assert tensor.dtype == torch.float64
@@ -248,11 +181,12 @@ def test_initial_state_is_zeros_of_the_right_shape(cell):
 
 
 def test_parameter_shapes_and_lstm_forget_bias():
-    for cell, gates in [("rnn", 1), ("gru", 3), ("lstm", 4)]:
-        layer = _layer(cell)
+    for kind, gates in [("rnn", 1), ("gru", 3), ("gru-cudnn", 3), ("lstm", 4), ("esn", 1)]:
+        layer = _layer(kind)
         assert layer.weight_aa.shape == (gates * H, H)
         assert layer.weight_ax.shape == (gates * H, IN)
         assert layer.bias.shape == (gates * H,)
+    assert _layer("gru-cudnn").recurrent_candidate_bias.shape == (H,)
     lstm = _layer("lstm")
     assert torch.all(lstm.bias[H : 2 * H] == 1.0)
     bound = H**-0.5
@@ -260,11 +194,182 @@ def test_parameter_shapes_and_lstm_forget_bias():
         assert parameter.abs().max() <= bound
 
 
-@pytest.mark.parametrize("cell", list(CELLS))
-def test_bad_shapes_raise_value_error(cell):
-    layer = _layer(cell)
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("initial_state", ["given", "learned"])
+def test_gradcheck(kind, initial_state):
+    """Analytic gradients of the input, the given initial state and every parameter against finite
+    differences, in float64; with `learned`, through the learned initial state instead."""
+    torch.manual_seed(0)
+    cell, options = KINDS[kind]
+    if initial_state == "learned":
+        options = {**options, "initial_state": "learned"}
+    layer = build_layer(cell, IN, H, **options).double()
+    with torch.no_grad():  # learned initial states start at zero; make their gradient check non-trivial
+        for parameter in layer.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    names = [name for name, _ in layer.named_parameters()]
+    params = [parameter.detach().clone().requires_grad_() for parameter in layer.parameters()]
+    x = _input().requires_grad_()
+    state = [s.requires_grad_() for s in _random_state(layer)] if initial_state == "given" else []
+
+    def run(x, *rest):
+        given, weights = rest[: len(state)], rest[len(state) :]
+        y, final = torch.func.functional_call(
+            layer, dict(zip(names, weights, strict=True)), (x, tuple(given) if given else None)
+        )
+        return (y, *final)
+
+    assert torch.autograd.gradcheck(run, (x, *state, *params))
+
+
+def test_esn_reservoir_is_fixed_and_scaled_to_the_spectral_radius():
+    torch.manual_seed(0)
+    layer = ESNLayer(IN, 16, spectral_radius=0.8)
+    assert "weight_aa" in dict(layer.named_buffers()) and "weight_aa" in layer.state_dict()
+    assert "weight_aa" not in dict(layer.named_parameters())
+    assert not layer.weight_aa.requires_grad
+    radius = torch.linalg.eigvals(layer.weight_aa.double()).abs().max()
+    assert abs(float(radius) - 0.8) < 1e-3
+
+    reservoir = layer.weight_aa.clone()
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
+    y, _ = layer(torch.randn(T, B, IN))
+    y.square().sum().backward()
+    assert layer.weight_aa.grad is None
+    assert layer.weight_ax.grad is not None and torch.count_nonzero(layer.weight_ax.grad) > 0
+    assert layer.bias.grad is not None
+    optimizer.step()
+    assert torch.equal(layer.weight_aa, reservoir)
+
+    with pytest.raises(ValueError, match="spectral_radius must be > 0"):
+        ESNLayer(IN, H, spectral_radius=0.0)
+
+
+def test_esn_reservoirs_differ_by_seed_and_radius_is_respected_at_other_sizes():
+    torch.manual_seed(1)
+    first = ESNLayer(IN, 32, spectral_radius=1.2)
+    second = ESNLayer(IN, 32, spectral_radius=1.2)
+    assert not torch.equal(first.weight_aa, second.weight_aa)
+    for layer in (first, second):
+        assert abs(float(torch.linalg.eigvals(layer.weight_aa.double()).abs().max()) - 1.2) < 1e-3
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "gru-cudnn", "lstm"])
+def test_xavier_orthogonal_he_schemes(kind):
+    fan_in, fan_out = H + IN, H
+    gates = {"rnn": 1, "lstm": 4}.get(kind, 3)
+    xavier = _layer(kind, init="xavier")
+    bound = (6 / (fan_in + fan_out)) ** 0.5
+    assert xavier.weight_aa.abs().max() <= bound and xavier.weight_ax.abs().max() <= bound
+    assert xavier.weight_aa.abs().max() > bound / 2  # drawn from the whole range, not a smaller one
+
+    orthogonal = _layer(kind, init="orthogonal")
+    for block in orthogonal.weight_aa.chunk(gates, dim=0):
+        assert_close(block @ block.t(), torch.eye(H, dtype=torch.float64), atol=1e-6, rtol=0)  # float32-made
+    assert orthogonal.weight_ax.abs().max() <= bound
+
+    torch.manual_seed(0)
+    cell, options = KINDS[kind]
+    he = build_layer(cell, 64, 64, **options, init="he")
+    std = torch.cat([he.weight_aa.flatten(), he.weight_ax.flatten()]).detach().std()
+    assert abs(float(std) - (2 / 128) ** 0.5) < 0.01
+
+    for layer in (xavier, orthogonal, he):
+        bias = layer.bias.detach().clone()
+        if kind == "lstm":  # the forget-gate bias stays 1 under every scheme
+            hidden = layer.hidden_size
+            assert torch.all(bias[hidden : 2 * hidden] == 1.0)
+            bias[hidden : 2 * hidden] = 0
+        assert torch.count_nonzero(bias) == 0
+        if kind == "gru-cudnn":
+            assert torch.count_nonzero(layer.recurrent_candidate_bias) == 0
+
+
+def test_identity_init_is_the_irnn():
+    layer = _layer("relu", init="identity")
+    assert torch.equal(layer.weight_aa, torch.eye(H, dtype=torch.float64))
+    assert torch.count_nonzero(layer.bias) == 0
+    assert 0 < layer.weight_ax.abs().max() < 0.01
+    # With no input, an IRNN carries a non-negative state unchanged.
+    state = (torch.rand(B, H, dtype=torch.float64),)
+    with torch.no_grad():
+        layer.weight_ax.zero_()
+        y, final = layer(torch.randn(T, B, IN, dtype=torch.float64), state)
+    assert_close(final[0], state[0])
+    for kind in ("gru", "lstm", "esn"):
+        with pytest.raises(ValueError, match="IRNN initialisation of the plain rnn"):
+            _layer(kind, init="identity")
+
+
+def test_lstm_forget_bias_is_configurable():
+    layer = _layer("lstm", forget_bias=2.5)
+    assert torch.all(layer.bias[H : 2 * H] == 2.5)
+
+
+def test_default_init_is_pytorchs_uniform():
+    for kind in ("rnn", "gru", "gru-cudnn", "lstm"):
+        layer = _layer(kind)
+        bound = H**-0.5
+        extra = [layer.recurrent_candidate_bias] if kind == "gru-cudnn" else []
+        for parameter in (layer.weight_aa, layer.weight_ax, *extra):
+            assert 0 < parameter.abs().max() <= bound
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_random_initial_state_is_fresh_in_training_and_zero_in_eval(kind):
+    layer = _layer(kind, initial_state="random", initial_state_scale=0.5)
+    first, second = layer.initial_state(64), layer.initial_state(64)
+    assert len(first) == layer.num_states
+    for a, b in zip(first, second, strict=True):
+        assert a.shape == (64, H) and not torch.equal(a, b)
+        assert abs(float(a.std()) - 0.5) < 0.1
+    # forward(x, None) starts from such a draw: two runs differ.
+    x = _input()
+    assert not torch.equal(layer(x)[0], layer(x)[0])
+    layer.eval()
+    for tensor in layer.initial_state(B):
+        assert torch.count_nonzero(tensor) == 0
+    assert torch.equal(layer(x)[0], layer(x)[0])
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_learned_initial_state_is_a_trained_parameter(kind):
+    layer = _layer(kind, initial_state="learned")
+    names = ["initial_a", "initial_c"] if kind == "lstm" else ["initial_a"]
+    parameters = dict(layer.named_parameters())
+    for name in names:
+        assert parameters[name].shape == (H,) and torch.count_nonzero(parameters[name]) == 0
+    with torch.no_grad():
+        layer.initial_a.fill_(0.3)
+    state = layer.initial_state(B)
+    assert state[0].shape == (B, H) and torch.all(state[0] == 0.3)
+
+    y, _ = layer(_input())
+    y.sum().backward()
+    for name in names:
+        assert torch.count_nonzero(parameters[name].grad) > 0
+    assert "initial_a" in layer.state_dict()
+    assert "initial_a" not in _layer(kind).state_dict()
+
+
+def test_layer_options_are_validated():
+    with pytest.raises(ValueError, match="unknown init 'glorot'; choose one of: default, xavier"):
+        _layer("rnn", init="glorot")
+    with pytest.raises(
+        ValueError, match="unknown initial_state 'ones'; choose one of: zeros, random, learned"
+    ):
+        _layer("rnn", initial_state="ones")
+    with pytest.raises(ValueError, match="initial_state_scale must be >= 0"):
+        _layer("rnn", initial_state_scale=-1.0)
+    with pytest.raises(ValueError, match="unknown gru_variant 'keras'; choose one of: notes, cudnn"):
+        _layer("gru", gru_variant="keras")
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_bad_shapes_raise_value_error(kind):
+    layer = _layer(kind)
     good_state = layer.initial_state(B)
-    with pytest.raises(ValueError, match=r"input of shape \[T >= 1, B, input_size=3\], got \[3, 2, 5\]"):
+    with pytest.raises(ValueError, match=r"input of shape \[T >= 1, B, input_size=3\], got \[5, 2, 5\]"):
         layer(torch.zeros(T, B, IN + 2, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"got \[2, 3\]"):
         layer(torch.zeros(B, IN, dtype=torch.float64))
@@ -274,7 +379,7 @@ def test_bad_shapes_raise_value_error(cell):
         layer(_input(), tuple(torch.zeros(B + 1, H, dtype=torch.float64) for _ in good_state))
     with pytest.raises(ValueError, match="expects its state as a tuple"):
         layer(_input(), good_state[0])
-    with pytest.raises(ValueError, match=r"step expects input of shape \[B, input_size=3\], got \[3, 2, 3\]"):
+    with pytest.raises(ValueError, match=r"step expects input of shape \[B, input_size=3\], got \[5, 2, 3\]"):
         layer.step(_input(), good_state)
 
 
@@ -282,11 +387,40 @@ def test_build_layer_builds_each_cell():
     assert isinstance(build_layer("rnn", IN, H), RNNLayer)
     assert build_layer("rnn", IN, H, nonlinearity="relu").nonlinearity == "relu"
     assert isinstance(build_layer("gru", IN, H), GRULayer)
+    assert isinstance(build_layer("gru", IN, H, gru_variant="cudnn"), CudnnGRULayer)
     assert isinstance(build_layer("lstm", IN, H), LSTMLayer)
+    esn = build_layer("esn", IN, H, nonlinearity="relu", spectral_radius=0.5)
+    assert isinstance(esn, ESNLayer) and (esn.nonlinearity, esn.spectral_radius) == ("relu", 0.5)
+    assert set(CELLS) == {"rnn", "gru", "lstm", "esn"}
 
 
 def test_build_layer_unknown_names_list_the_choices():
-    with pytest.raises(ValueError, match="unknown cell 'transformer'; choose one of: rnn, gru, lstm"):
+    with pytest.raises(ValueError, match="unknown cell 'transformer'; choose one of: rnn, gru, lstm, esn"):
         build_layer("transformer", IN, H)
     with pytest.raises(ValueError, match="unknown nonlinearity 'sigmoid'; choose one of: tanh, relu"):
         build_layer("rnn", IN, H, nonlinearity="sigmoid")
+
+
+@pytest.mark.parametrize("steps", [1, T])
+@pytest.mark.parametrize("loss_of", ["y", "final_c", "final_a"])
+def test_lstm_hand_written_backward_equals_autograd_through_the_cell_loop(steps, loss_of):
+    """`LSTMLayer.forward` runs `lstm_bptt`'s hand-written backward; it must give the gradients autograd
+    gives through the step-by-step `_cell` loop, also for a one-step window and for a loss that reads
+    only one part of the output."""
+    from lmtrain.cells.base import RecurrentLayer
+
+    layer = _layer("lstm")
+    x = _input()[:steps].requires_grad_()
+    state = tuple(s.requires_grad_() for s in _random_state(layer))
+    results = []
+    for run in (layer._run_window, lambda x_proj, s: RecurrentLayer._run_window(layer, x_proj, s)):
+        layer.zero_grad()
+        y, (a, c) = run(torch.nn.functional.linear(x, layer.weight_ax, layer.bias), state)
+        picked = {"y": y, "final_c": c, "final_a": a}[loss_of]
+        loss = (picked * torch.linspace(-1, 1, picked.numel(), dtype=picked.dtype).view_as(picked)).sum()
+        inputs = (x, *state, *layer.parameters())
+        results.append((y, a, c, torch.autograd.grad(loss, inputs)))
+    (y, a, c, grads), (y_ref, a_ref, c_ref, grads_ref) = results
+    assert_close((y, a, c), (y_ref, a_ref, c_ref))
+    for got, expected in zip(grads, grads_ref, strict=True):
+        assert_close(got, expected)

@@ -15,7 +15,7 @@ from lmtrain.checkpoint import (
     restore_model,
     save_checkpoint,
 )
-from lmtrain.config import config_from_dict
+from lmtrain.config import ModelConfig, config_from_dict
 from lmtrain.errors import CheckpointError
 from lmtrain.model import RNNLanguageModel
 from lmtrain.tokenizer import WordTokenizer
@@ -96,7 +96,8 @@ def test_checkpoint_loads_with_weights_only(saved):
     assert raw["tokenizer"] == {"kind": "word", "tokens": ["<unk>", "<eos>", "sat", "the", "cat", "dog"]}
     assert raw["progress"] == {"step": 1, "epoch": 0, "window": 1, "best_valid_loss": 1.5, "valid_loss": 1.5}
     assert raw["config"]["run_dir"] == "runs/tiny"
-    assert raw["config"]["model"] == {**MODEL, "nonlinearity": "tanh"}
+    assert raw["config"]["model"] == ModelConfig(**MODEL).model_dump()  # every default spelled out
+    assert raw["config"]["model"].items() >= {**MODEL, "nonlinearity": "tanh"}.items()
     assert [len(layer) for layer in raw["carried_state"]] == [2, 2]  # (a, c) of two lstm layers
     assert raw["carried_state"][0][0].shape == (2, 5)
     assert not raw["carried_state"][0][0].requires_grad
@@ -267,3 +268,23 @@ def test_refuses_a_pickle_that_would_run_code(tmp_path):
     # The payload is live: an unsafe load does run it, so the refusal above is what kept it out.
     torch.load(path, weights_only=False)
     assert marker.read_text() == "code ran while loading"
+
+
+def test_a_format_1_checkpoint_is_upgraded_on_load(tmp_path):
+    """lmtrain 0.1.0 wrote `train.clip_norm` and a window index; both still load, sample and resume."""
+    old = _checkpoint()
+    old["format_version"] = 1
+    train = old["config"]["train"]
+    del train["clip"], train["schedule"], train["on_nonfinite"], train["precision"]
+    del train["variable_bptt"], train["bptt_std"]
+    train["clip_norm"] = 0.25
+    del old["config"]["resume"], old["config"]["log"]["grad_flow"], old["config"]["log"]["quiet"]
+    old["progress"] = {"step": 7, "epoch": 0, "window": 3, "best_valid_loss": 1.5, "valid_loss": 1.5}
+    del old["schedule"]
+    path = tmp_path / "old.pt"
+    save_checkpoint(old, path)
+    checkpoint = load_checkpoint(path)
+    assert checkpoint["format_version"] == FORMAT_VERSION
+    assert checkpoint["progress"]["position"] == 3 * 35  # window x bptt
+    _, _, config = restore_model(checkpoint)
+    assert config.train.clip.max_norm == 0.25

@@ -50,7 +50,7 @@ def test_help_lists_every_option_with_defaults():
     top = invoke("--help")
     assert top.exit_code == 0 and "train" in top.output and "sample" in top.output
     train_help = invoke("train", "--help").output
-    for option in ("CONFIG", "KEY=VALUE", "--resume", "--overwrite", "--progress"):
+    for option in ("CONFIG", "KEY=VALUE", "--resume", "--overwrite", "--progress", "--quiet"):
         assert option in train_help
     sample_help = invoke("sample", "--help").output
     for option in ("--temperature", "--length", "--seed", "--prime", "--stop", "--device"):
@@ -68,6 +68,13 @@ def test_train_prints_summary_and_writes_run(tiny_config_file, tmp_path):
     run = tmp_path / "run"
     assert (run / "best.pt").exists() and (run / "last.pt").exists()
     assert "eval_interval: 5" in (run / "config.yaml").read_text()
+
+
+def test_quiet_prints_only_the_summary(tiny_config_file, tmp_path):
+    result = invoke("train", tiny_config_file(train={"max_steps": 4, "eval_interval": 2}), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("done: 4 steps") and "valid loss" not in result.output
+    assert "quiet: true" in (tmp_path / "run" / "config.yaml").read_text()
 
 
 def test_train_refuses_an_existing_run_and_overwrites_on_request(tiny_config_file):

@@ -42,29 +42,52 @@ def test_minimal_config_loads_with_defaults(minimal):
     assert config.model.model_dump() == {
         "cell": "lstm",
         "nonlinearity": "tanh",
+        "gru_variant": "notes",
+        "spectral_radius": 0.9,
         "embedding_size": 128,
         "hidden_size": 256,
         "num_layers": 2,
         "dropout": 0.2,
+        "residual": False,
+        "init": "default",
+        "forget_bias": 1.0,
+        "initial_state": "zeros",
+        "initial_state_scale": 0.1,
+        "bidirectional": False,
+        "tie_weights": False,
     }
     assert config.train.model_dump() == {
         "batch_size": 32,
         "bptt": 35,
+        "variable_bptt": False,
+        "bptt_std": 5.0,
         "epochs": 5,
         "max_steps": None,
         "optimizer": "adam",
         "lr": 0.002,
         "momentum": 0.0,
         "weight_decay": 0.0,
-        "clip_norm": 1.0,
+        "schedule": {
+            "name": "constant",
+            "warmup_steps": 0,
+            "min_lr": 0.0,
+            "factor": 4.0,
+            "patience": 0,
+            "start_epoch": 2,
+        },
+        "clip": {"max_norm": 1.0, "value": None},
+        "on_nonfinite": "stop",
         "eval_interval": 200,
         "eval_batch_size": 10,
         "seed": 1337,
         "device": "auto",
+        "precision": "fp32",
     }
     assert config.log.model_dump() == {
         "log_interval": 10,
         "tensorboard": True,
+        "grad_flow": False,
+        "quiet": False,
         "sample_length": 30,
         "sample_temperature": 0.8,
     }
@@ -73,7 +96,7 @@ def test_minimal_config_loads_with_defaults(minimal):
 def test_config_to_yaml_spells_out_every_default_and_reloads_equal(tmp_path, minimal):
     config = load_config(minimal)
     text = config_to_yaml(config)
-    assert text.startswith("run_dir: runs/default\ndata:\n")
+    assert text.startswith("run_dir: runs/default\nresume: false\ndata:\n")
     for line in ("  hidden_size: 256\n", "  max_steps: null\n", "  lr: 0.002\n", "  tensorboard: true\n"):
         assert line in text
     reloaded = load_config(_write(tmp_path, text, "resolved.yaml"))
@@ -87,7 +110,13 @@ def test_config_to_yaml_round_trips_non_defaults(tmp_path):
             "run_dir": "runs/x",
             "data": {"dataset": "agreement", "tokenizer": "char"},
             "model": {"cell": "rnn", "nonlinearity": "relu", "num_layers": 1, "dropout": 0.0},
-            "train": {"epochs": None, "max_steps": 7, "optimizer": "sgd", "lr": 0.5, "clip_norm": None},
+            "train": {
+                "epochs": None,
+                "max_steps": 7,
+                "optimizer": "sgd",
+                "lr": 0.5,
+                "clip": {"max_norm": None},
+            },
             "log": {"tensorboard": False, "sample_length": 0},
         }
     )
@@ -116,7 +145,11 @@ def test_override_of_unknown_key_suggests_the_closest(minimal):
     message = _error(minimal, ("model.cel=gru",))
     assert "unknown key 'cel' in section 'model'" in message
     assert "did you mean 'cell'?" in message
-    assert "valid keys: cell, dropout, embedding_size, hidden_size, nonlinearity, num_layers" in message
+    assert (
+        "valid keys: bidirectional, cell, dropout, embedding_size, forget_bias, gru_variant, hidden_size, "
+        "init, initial_state, initial_state_scale, nonlinearity, num_layers, residual, spectral_radius, "
+        "tie_weights"
+    ) in message
 
 
 def test_override_of_unknown_section_suggests_the_closest(minimal):
@@ -145,13 +178,16 @@ def test_unknown_key_in_yaml_lists_valid_keys_and_suggests(tmp_path):
     message = _error(path)
     assert "1 problem(s)" in message
     assert "unknown key 'trian' in section 'data'; did you mean 'train'?" in message
-    assert "valid keys: dataset, max_vocab, min_freq, test, tokenizer, train, valid" in message
+    assert (
+        "valid keys: dataset, errors, file, max_tokens, max_vocab, min_freq, split, test, tokenizer, "
+        "train, valid" in message
+    )
 
 
 def test_unknown_section_in_yaml(tmp_path):
     message = _error(_write(tmp_path, MINIMAL + "modle:\n  cell: gru\n"))
     assert "unknown key 'modle' in the top level; did you mean 'model'?" in message
-    assert "valid keys: data, log, model, run_dir, train" in message
+    assert "valid keys: data, log, model, resume, run_dir, train" in message
 
 
 def test_every_problem_is_reported_at_once(tmp_path):
@@ -207,7 +243,7 @@ def test_non_utf8_file(tmp_path):
 
 def test_dataset_and_paths_are_mutually_exclusive(tmp_path):
     message = _error(_write(tmp_path, "data:\n  dataset: agreement\n  train: t.txt\n"))
-    assert "data: give either data.dataset or data.train/data.valid paths, not both" in message
+    assert "data: give one of data.dataset, data.train/data.valid paths, or data.file, not several" in message
 
 
 def test_dataset_alone_is_enough(tmp_path):
@@ -218,7 +254,39 @@ def test_dataset_alone_is_enough(tmp_path):
 
 def test_neither_dataset_nor_both_paths(tmp_path):
     message = _error(_write(tmp_path, "data:\n  train: t.txt\n"))
-    assert "data: set data.dataset (e.g. `agreement`) or both data.train and data.valid" in message
+    assert (
+        "data: set data.dataset (e.g. `agreement`), both data.train and data.valid, "
+        "or data.file and data.split" in message
+    )
+
+
+def test_unknown_dataset_lists_the_registry(tmp_path):
+    message = _error(_write(tmp_path, "data:\n  dataset: wikitext\n"))
+    assert (
+        "data.dataset: unknown dataset 'wikitext'; choose one of: agreement, ptb, tinyshakespeare, wikitext2"
+        in (message)
+    )
+
+
+def test_one_file_with_a_split(tmp_path):
+    config = load_config(_write(tmp_path, "data:\n  file: all.txt\n  split: [0.9, 0.05, 0.05]\n"))
+    assert config.data.file == Path("all.txt") and config.data.split == [0.9, 0.05, 0.05]
+
+
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        ("  file: a.txt\n", "data.file needs data.split"),
+        ("  dataset: ptb\n  split: [0.9, 0.1]\n", "data.split cuts data.file"),
+        ("  file: a.txt\n  split: [0.9, 0.2]\n", "data.split: must be 2 or 3 fractions"),
+        ("  file: a.txt\n  split: [1.0]\n", "must be 2 or 3 fractions between 0 and 1 that sum to 1"),
+        ("  file: a.txt\n  train: b.txt\n  split: [0.5, 0.5]\n", "not several"),
+        ("  dataset: ptb\n  errors: ignore\n", "data.errors: Input should be 'strict' or 'replace'"),
+        ("  dataset: ptb\n  max_tokens: 0\n", "data.max_tokens: Input should be greater than or equal to 1"),
+    ],
+)
+def test_bad_data_sources_are_explained(tmp_path, data, problem):
+    assert problem in _error(_write(tmp_path, "data:\n" + data))
 
 
 def test_missing_data_section(tmp_path):
@@ -247,3 +315,20 @@ def test_override_into_a_non_mapping_section_is_an_error(tmp_path):
     path.write_text("data: {dataset: agreement}\ntrain: 5\n")
     with pytest.raises(ConfigError, match=r"'train' in the config file is a int, not a section"):
         load_config(path, ["train.lr=0.1"])
+
+
+def test_the_old_clip_norm_key_says_what_replaced_it(tmp_path):
+    message = _error(_write(tmp_path, MINIMAL + "train:\n  clip_norm: 0.5\n"))
+    assert "train.clip_norm is now train.clip.max_norm" in message
+
+
+def test_nested_sections_take_dotted_overrides_and_resume_takes_auto(minimal):
+    config = load_config(
+        minimal,
+        ["train.clip.value=5", "train.clip.max_norm=null", "train.schedule.name=cosine", "resume=auto"],
+    )
+    assert (config.train.clip.value, config.train.clip.max_norm) == (5.0, None)
+    assert config.train.schedule.name == "cosine" and config.resume == "auto"
+    assert load_config(minimal, ["resume=true"]).resume is True
+    with pytest.raises(ConfigError, match="resume"):
+        load_config(minimal, ["resume=sometimes"])

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lmtrain import corpus as corpus_module
 from lmtrain.config import DataConfig
 from lmtrain.corpus import load_corpus, read_text, unigram_perplexity
 from lmtrain.errors import DataError
@@ -131,3 +132,111 @@ def test_unigram_perplexity_matches_hand_computation():
 def test_unigram_perplexity_of_uniform_counts_is_vocab_size():
     train = torch.tensor([0, 1, 2, 3, 4])
     assert unigram_perplexity(train, torch.tensor([0, 2, 4, 4]), vocab_size=5) == pytest.approx(5.0)
+
+
+# ---------------------------------------------------------------- streaming, at every chunk boundary
+
+STREAM_TEXT = "Ünïcödé wörds\r\nand € signs\n\nthe end без перевода строки"
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 1 << 20])
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_streamed_tokenization_equals_whole_text(tmp_path, monkeypatch, chunk, kind):
+    monkeypatch.setattr(corpus_module, "TEXT_CHUNK_BYTES", chunk)
+    paths = _files(tmp_path, STREAM_TEXT, STREAM_TEXT[:20])
+    result = load_corpus(DataConfig(**paths, tokenizer=kind), cache=tmp_path / "cache")
+    reference = (
+        CharTokenizer.build(STREAM_TEXT) if kind == "char" else WordTokenizer.build(STREAM_TEXT.splitlines())
+    )
+    assert result.tokenizer.tokens == reference.tokens
+    assert result.train.tolist() == reference.encode(STREAM_TEXT)
+    assert result.valid.tolist() == reference.encode(STREAM_TEXT[:20])
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4, 1 << 20])
+def test_undecodable_byte_offset_is_exact_across_chunks(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(corpus_module, "TEXT_CHUNK_BYTES", chunk)
+    path = tmp_path / "mixed.txt"
+    path.write_bytes("é€".encode() + b"\xe9x")  # 5 bytes of valid UTF-8, then Latin-1 é
+    with pytest.raises(
+        DataError, match=r"undecodable byte 0xe9 at byte offset 5;.*or set data.errors=replace"
+    ):
+        read_text(path)
+
+
+def test_errors_replace_reads_bad_bytes_as_replacement_characters(tmp_path):
+    paths = _files(tmp_path, "ab\n", "ab\n")
+    paths["train"].write_bytes(b"ab\xff\n")
+    with pytest.raises(
+        DataError, match="training file .* is not UTF-8: undecodable byte 0xff at byte offset 2"
+    ):
+        load_corpus(DataConfig(**paths, tokenizer="char"), cache=tmp_path / "cache")
+    corpus = load_corpus(DataConfig(**paths, tokenizer="char", errors="replace"), cache=tmp_path / "cache")
+    assert corpus.tokenizer.tokens == ["\n", "a", "b", "\ufffd"]
+
+
+# ---------------------------------------------------------------- the token cache
+
+
+def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):
+    paths = _files(tmp_path, "the cat sat\nthe dog sat\n", "the bird sat\n")
+    data = DataConfig(**paths)
+    first = load_corpus(data, cache=tmp_path / "cache")
+    cached = sorted((tmp_path / "cache" / "tokens").iterdir())
+    assert [path.suffix for path in cached] == [".u16", ".u16"]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the cache should have answered")
+
+    monkeypatch.setattr(corpus_module, "build_tokenizer", fail)
+    monkeypatch.setattr(corpus_module, "encode_file", fail)
+    second = load_corpus(data, cache=tmp_path / "cache")
+    assert second.tokenizer.tokens == first.tokenizer.tokens
+    assert torch.equal(second.train, first.train) and torch.equal(second.valid, first.valid)
+
+
+def test_changed_text_or_settings_are_not_served_stale_ids(tmp_path):
+    paths = _files(tmp_path, "the cat sat\nthe dog sat\n", "the dog sat\n")
+    cache = tmp_path / "cache"
+    assert load_corpus(DataConfig(**paths), cache=cache).valid.tolist() == [3, 5, 2, 1]
+    assert load_corpus(DataConfig(**paths, min_freq=2), cache=cache).valid.tolist() == [3, 0, 2, 1]
+    paths["valid"].write_text("the cat\n", encoding="utf-8")
+    assert load_corpus(DataConfig(**paths), cache=cache).valid.tolist() == [3, 4, 1]
+
+
+def test_large_vocabulary_is_stored_as_uint32(tmp_path):
+    words = " ".join(f"w{i}" for i in range(70_000)) + "\n"
+    paths = _files(tmp_path, words, "w5 w69999 unseen\n")
+    corpus = load_corpus(DataConfig(**paths), cache=tmp_path / "cache")
+    assert corpus.tokenizer.vocab_size == 70_002
+    assert {path.suffix for path in (tmp_path / "cache" / "tokens").iterdir()} == {".u32"}
+    assert corpus.valid.tolist() == [corpus.tokenizer.index["w5"], corpus.tokenizer.index["w69999"], 0, 1]
+    assert corpus.train.dtype == torch.long
+
+
+def test_max_tokens_truncates_every_split_but_not_the_vocabulary(tmp_path):
+    paths = _files(tmp_path, "a b c d e f\n", "f e d c\n", "b b b\n")
+    corpus = load_corpus(DataConfig(**paths, max_tokens=2), cache=tmp_path / "cache")
+    assert corpus.tokenizer.vocab_size == 8
+    assert [len(ids) for ids in (corpus.train, corpus.valid, corpus.test)] == [2, 2, 2]
+
+
+# ---------------------------------------------------------------- one file with data.split
+
+
+def test_one_file_is_split_by_character_fractions(tmp_path):
+    path = tmp_path / "all.txt"
+    path.write_text("".join(f"line {i}\n" for i in range(100)), encoding="utf-8")  # 790 characters
+    corpus = load_corpus(DataConfig(file=path, split=[0.8, 0.1, 0.1], tokenizer="char"), cache=tmp_path / "c")
+    assert [len(ids) for ids in (corpus.train, corpus.valid, corpus.test)] == [632, 79, 79]
+    decoded = "".join(
+        corpus.tokenizer.decode(ids.tolist()) for ids in (corpus.train, corpus.valid, corpus.test)
+    )
+    assert decoded == path.read_text(encoding="utf-8")
+    two = load_corpus(DataConfig(file=path, split=[0.5, 0.5], tokenizer="char"), cache=tmp_path / "c")
+    assert two.test is None and len(two.valid) == 395
+
+
+def test_split_of_a_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"data.file .*missing.txt does not exist"):
+        load_corpus(DataConfig(file=tmp_path / "missing.txt", split=[0.9, 0.1]), cache=tmp_path / "c")

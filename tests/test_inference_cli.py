@@ -12,8 +12,10 @@ import pytest
 import torch
 
 import lmtrain.cli
-from lmtrain.checkpoint import load_checkpoint, restore_model
+from lmtrain.checkpoint import load_checkpoint, make_checkpoint, restore_model, save_checkpoint
 from lmtrain.config import config_from_dict
+from lmtrain.corpus import load_corpus
+from lmtrain.model import RNNLanguageModel
 from lmtrain.trainer import train
 from tests.conftest import tiny_config_dict
 from tests.test_cli import assert_one_line_error, invoke
@@ -93,7 +95,7 @@ def test_greedy_is_deterministic_whatever_the_seed(checkpoint):
         (("--greedy", "--top-p", "0.9"), "--greedy always takes the most probable token"),
         (("--greedy", "--num-samples", "2"), "would repeat it"),
         (("--unknown", "guess"), "--unknown must be one of error, map, skip"),
-        (("--device", "tpu"), "--device must be cpu, cuda or auto"),
+        (("--device", "tpu"), "--device must be cpu, cuda, mps or auto"),
     ],
 )
 def test_sample_rejects_bad_values_in_one_line(checkpoint, args, fragment):
@@ -269,6 +271,35 @@ def test_eval_of_a_text_too_short_for_the_batch(checkpoint, tmp_path):
     text = tmp_path / "short.txt"
     text.write_text("the dog .\n", encoding="utf-8")
     assert_one_line_error(invoke("eval", checkpoint, "--file", text, "--batch-size", "3"), 1, "fewer than")
+
+
+# ----- bidirectional checkpoints -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bidirectional_checkpoint(tmp_path_factory, tiny_corpus) -> Path:
+    """An untrained bidirectional word model's checkpoint: enough to check what each command reports."""
+    folder = tmp_path_factory.mktemp("bidirectional")
+    config = config_from_dict(tiny_config_dict(tiny_corpus, folder / "run", model={"bidirectional": True}))
+    tokenizer = load_corpus(config.data).tokenizer
+    torch.manual_seed(0)
+    model = RNNLanguageModel.from_config(tokenizer.vocab_size, config.model)
+    path = folder / "bidirectional.pt"
+    save_checkpoint(make_checkpoint(config, tokenizer, model, None, {"step": 0}), path)
+    return path
+
+
+def test_bidirectional_checkpoints_score_both_ways_sample_and_evaluate(bidirectional_checkpoint):
+    report = json.loads(invoke("score", bidirectional_checkpoint, SENTENCE, "--json").output)
+    (entry,) = report["inputs"]
+    assert entry["tokens"] == entry["backward"]["tokens"] == 10
+    assert entry["backward"]["log_prob"] != entry["log_prob"]
+    assert "backward log P" in invoke("score", bidirectional_checkpoint, SENTENCE).output
+    sampled = invoke("sample", bidirectional_checkpoint, "--length", "5", "--no-stop")
+    assert sampled.exit_code == 0 and len(sampled.output.split()) == 5
+    evaluated = invoke("eval", bidirectional_checkpoint, "--split", "valid")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "the mean of the forward and backward models' losses" in evaluated.output
 
 
 # ----- real processes -------------------------------------------------------------------------------

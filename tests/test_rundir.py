@@ -108,6 +108,16 @@ def test_resume_keeps_the_previous_run(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == expected
 
 
+def test_half_written_checkpoints_of_a_killed_run_are_removed(tmp_path):
+    (tmp_path / "last.pt").write_text("old")
+    for name in (".last.pt.abc123.tmp", ".best.pt.x.tmp"):
+        (tmp_path / name).write_text("half a checkpoint")
+    (tmp_path / "notes.tmp").write_text("not ours")
+    with RunDirectory.open(tmp_path, resume=True):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "notes.tmp"]
+
+
 def test_resume_with_overwrite_keeps_the_run(tmp_path):
     (tmp_path / "last.pt").write_text("old")
     with RunDirectory.open(tmp_path, overwrite=True, resume=True):

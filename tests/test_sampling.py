@@ -40,9 +40,13 @@ def crafted_model(logits: list[float]) -> RNNLanguageModel:
     return model.eval()
 
 
-def random_model(vocab_size: int = WORDS.vocab_size, seed: int = 0) -> RNNLanguageModel:
+def random_model(
+    vocab_size: int = WORDS.vocab_size, seed: int = 0, bidirectional: bool = False
+) -> RNNLanguageModel:
     torch.manual_seed(seed)
-    model = RNNLanguageModel(vocab_size, "lstm", embedding_size=8, hidden_size=12, num_layers=2, dropout=0.0)
+    model = RNNLanguageModel(
+        vocab_size, "lstm", embedding_size=8, hidden_size=12, num_layers=2, bidirectional=bidirectional
+    )
     with torch.no_grad():
         model.decoder.weight.mul_(20)  # sharper distributions than the small initial weights give
     return model.eval()

@@ -83,6 +83,39 @@ def test_texts_are_ranked_most_probable_first():
     assert "1. c c" in table and "3. a a" in table
 
 
+@torch.no_grad()
+def backward_by_hand(model, sequence: list[int]) -> list[float]:
+    """log P(s[t] | s[t+1:]) for t <= n - 2, each from the backward model reading s[n-1], ..., s[t+1]."""
+    log_probs = []
+    for t in range(len(sequence) - 1):
+        logits, _ = model.backward_logits(torch.tensor(sequence[t + 1 :]).view(-1, 1))  # [n-1-t, 1, V]
+        probabilities = torch.softmax(logits[0, 0].double(), dim=0)  # entry 0: the token before s[t+1]
+        log_probs.append(math.log(float(probabilities[sequence[t]])))
+    return log_probs
+
+
+def test_a_bidirectional_model_also_scores_right_to_left():
+    model = random_model(bidirectional=True)
+    texts = ["a b c", "f", "e d c b a f e"]  # different lengths: padding must not reach the backward reads
+    scores = score_texts(model, WORDS, texts)
+    for text, score in zip(texts, scores, strict=True):
+        sequence = [WORDS.eos_id, *(WORDS.index[word] for word in text.split()), WORDS.eos_id]
+        assert score.backward.tokens == [EOS, *text.split()]  # the closing <eos> is its context
+        torch.testing.assert_close(
+            score.backward.log_probs, backward_by_hand(model, sequence), rtol=1e-5, atol=1e-6
+        )
+        torch.testing.assert_close(score.forward.log_probs, by_hand(model, sequence), rtol=1e-5, atol=1e-6)
+        assert len(score.backward.log_probs) == len(score.forward.log_probs)
+    assert score_texts(random_model(), WORDS, ["a b"])[0].backward is None
+    report = scores_to_dict(scores, "word", per_token=True)
+    assert report["inputs"][0]["backward"]["tokens"] == 4
+    table = format_scores(scores, "word", per_token=True).splitlines()
+    assert "backward log P" in table[0] and "backward ppl" in table[0]
+    rows = table[table.index(f"{ranking(scores).index(0) + 1}. a b c") + 2 :][:5]
+    assert rows[0].split()[:3] == ["<eos>", "-", "-"]  # the opening <eos>: forward context, backward scored
+    assert rows[-1].split()[-2:] == ["-", "-"]  # the closing <eos>: forward scored, backward context
+
+
 @pytest.mark.parametrize("text", ["", "   ", "\n"])
 def test_empty_input_is_a_clear_error(text):
     with pytest.raises(ConfigError, match="the input is empty"):

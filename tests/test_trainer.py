@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lmtrain import datasets
 from lmtrain.checkpoint import load_checkpoint
 from lmtrain.config import config_from_dict, load_config
-from lmtrain.errors import ConfigError, DataError, TrainingError
+from lmtrain.errors import ConfigError, DataError, RunDirectoryError, TrainingError
 from lmtrain.rundir import RunDirectory
 from lmtrain.trainer import Trainer, train
 from tests.conftest import tiny_config_dict
@@ -23,6 +24,8 @@ class RecordingLogger:
     def __init__(self):
         self.values = defaultdict(list)
         self.texts = []
+        self.images = []
+        self.hparam_calls = []
 
     def scalars(self, step, values):
         for tag, value in values.items():
@@ -31,6 +34,12 @@ class RecordingLogger:
     def text(self, step, tag, text):
         self.texts.append((step, tag, text))
 
+    def image(self, step, tag, image):
+        self.images.append((step, tag, image))
+
+    def hparams(self, step, params, metrics):
+        self.hparam_calls.append((step, params, metrics))
+
     def close(self):
         pass
 
@@ -38,11 +47,9 @@ class RecordingLogger:
         return [value for _, value in self.values["train/loss"]]
 
 
-def run_training(config_dict, **kwargs):
+def run_training(config_dict, report=lambda line: None, **kwargs):
     logger = RecordingLogger()
-    result = train(
-        config_from_dict(config_dict), report=lambda line: None, show_progress=False, logger=logger, **kwargs
-    )
+    result = train(config_from_dict(config_dict), report=report, show_progress=False, logger=logger, **kwargs)
     return result, logger
 
 
@@ -94,12 +101,12 @@ def test_carried_state_is_detached_and_carried(tiny_corpus, tmp_path):
     config = config_from_dict(tiny_config_dict(tiny_corpus, tmp_path / "run"))
     with RunDirectory.open(config.run_dir) as run:
         trainer = Trainer(config, run, show_progress=False)
-        batches = trainer.batches()
-        trainer.train_step(*next(batches))
+        inputs, _ = window = trainer.next_window()
+        trainer.train_step(*window)
         first = trainer.carried
         assert all(t.grad_fn is None and not t.requires_grad for layer in first for t in layer)
-        trainer.window += 1
-        inputs, targets = next(batches)
+        trainer.position += inputs.size(0)
+        inputs, targets = trainer.next_window()
         # The second window starts from the first one's final state: recompute it by hand.
         trainer.model.eval()
         with torch.no_grad():
@@ -123,15 +130,62 @@ def test_resume_reproduces_uninterrupted_run(tiny_corpus, tmp_path):
         assert torch.equal(tensor, split_weights[name]), name
 
 
-def test_resume_across_an_epoch_boundary(tiny_corpus, tmp_path):
-    # 300 sentences of ~12 words over 4 streams and bptt 10: about 25 windows per epoch.
-    steps = {"max_steps": 60, "eval_interval": 7}
-    _, whole = run_training(tiny_config_dict(tiny_corpus, tmp_path / "whole", train=steps))
-    _, first = run_training(
-        tiny_config_dict(tiny_corpus, tmp_path / "split", train={**steps, "max_steps": 35})
+def test_resume_across_an_epoch_boundary_with_every_stateful_option(tiny_corpus, tmp_path):
+    # 2933 tokens over 16 streams and windows of about 10: about 19 windows per epoch. Variable
+    # windows (their generator), the plateau schedule (its state), clipping by value and norm, and,
+    # in the uninterrupted run only, the gradient-flow monitor (which must not change training).
+    train = {
+        "batch_size": 16,
+        "max_steps": 60,
+        "eval_interval": 7,
+        "variable_bptt": True,
+        "bptt_std": 3.0,
+        "schedule": {"name": "plateau", "factor": 2.0},
+        "clip": {"max_norm": 0.5, "value": 0.05},
+    }
+    _, whole = run_training(
+        tiny_config_dict(tiny_corpus, tmp_path / "whole", train=train, log={"grad_flow": True})
     )
-    _, second = run_training(tiny_config_dict(tiny_corpus, tmp_path / "split", train=steps), resume=True)
+    # Stopping off the evaluation interval: the extra final evaluation must not feed the schedule.
+    _, first = run_training(
+        tiny_config_dict(tiny_corpus, tmp_path / "split", train={**train, "max_steps": 33})
+    )
+    _, second = run_training(tiny_config_dict(tiny_corpus, tmp_path / "split", train=train), resume=True)
     assert first.losses() + second.losses() == whole.losses()
+    lrs = [lr for _, lr in whole.values["train/lr"]]
+    assert len(set(lrs)) > 5  # the windows' lengths and the plateau both moved the lr
+    assert [lr for _, lr in first.values["train/lr"] + second.values["train/lr"]] == lrs
+    assert first.values["train/clipped_fraction"] and whole.images  # clipping and the monitor ran
+    whole_last = load_checkpoint(tmp_path / "whole" / "last.pt")
+    split_last = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert whole_last["progress"]["epoch"] == split_last["progress"]["epoch"] >= 2
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["progress"]["step"] == 60
+    assert whole_last["schedule"] == split_last["schedule"]
+    for name, tensor in whole_last["model"].items():
+        assert torch.equal(tensor, split_last["model"][name]), name
+
+
+def test_variable_windows_tile_the_text_and_scale_the_lr(tiny_corpus, tmp_path):
+    train = {"variable_bptt": True, "bptt_std": 3.0, "epochs": 2, "max_steps": None, "optimizer": "sgd"}
+    config = config_from_dict(tiny_config_dict(tiny_corpus, tmp_path / "run", train=train))
+    with RunDirectory.open(config.run_dir) as run:
+        trainer = Trainer(config, run, show_progress=False)
+        epoch_one = []
+        while True:
+            window, targets = trainer.next_window()
+            assert torch.equal(targets[:-1], window[1:])
+            if trainer.epoch == 1:
+                break
+            epoch_one.append(window)
+            trainer.position += window.size(0)
+        # The windows of epoch 1 cover every row but the last (a target only) exactly once, ...
+        assert torch.equal(torch.cat(epoch_one), trainer.train_data[:-1])
+        lengths = [w.size(0) for w in epoch_one]
+        assert min(lengths[:-1]) >= 5 and len(set(lengths)) > 3  # (the last one is cut by the text's end)
+        # ... and epoch 2 starts again at row 0 from a zero state.
+        assert torch.equal(window, trainer.train_data[: window.size(0)]) and trainer.carried is None
+        result = trainer.train_step(window, targets)
+        assert result.lr == pytest.approx(0.01 * window.size(0) / 10)  # lr x T / bptt
 
 
 def test_resume_with_a_different_model_is_refused(tiny_corpus, tmp_path):
@@ -155,6 +209,76 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_corpus, tmp_path, 
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
 
+def poison_training_losses(monkeypatch, calls: set[int]) -> None:
+    """Make the training loss (a mean cross-entropy) NaN at the given 1-based calls."""
+    real_cross_entropy = F.cross_entropy
+    count = {"mean": 0}
+
+    def cross_entropy(*args, **kwargs):
+        loss = real_cross_entropy(*args, **kwargs)
+        if kwargs.get("reduction", "mean") == "mean" and loss.requires_grad:
+            count["mean"] += 1
+            if count["mean"] in calls:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(F, "cross_entropy", cross_entropy)
+
+
+def test_non_finite_loss_can_skip_the_batch(tiny_corpus, tmp_path, monkeypatch):
+    poison_training_losses(monkeypatch, {3, 4})
+    lines = []
+    config = tiny_config_dict(tiny_corpus, tmp_path / "run", train={"max_steps": 6, "on_nonfinite": "skip"})
+    result, logger = run_training(config, report=lines.append)
+    assert result.steps == 6  # skipped batches are not steps
+    assert len(logger.losses()) == 6 and all(loss == loss for loss in logger.losses())
+    assert [line for line in lines if line.startswith("warning")] == [
+        "warning: the training loss became nan at step 3; skipped that batch (1 so far)",
+        "warning: the training loss became nan at step 3; skipped that batch (2 so far)",
+    ]
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert checkpoint["progress"]["skipped_batches"] == 2
+    assert checkpoint["progress"]["window"] == 8  # 6 steps + 2 skipped windows
+    assert all(torch.isfinite(tensor).all() for tensor in checkpoint["model"].values())
+
+
+def test_skipping_stops_after_too_many_in_a_row(tiny_corpus, tmp_path, monkeypatch):
+    poison_training_losses(monkeypatch, set(range(1, 100)))
+    config = tiny_config_dict(tiny_corpus, tmp_path / "run", train={"on_nonfinite": "skip"})
+    with pytest.raises(TrainingError, match=r"nan at step 1, and the 9 batches before it were skipped"):
+        run_training(config)
+
+
+def test_resume_setting_auto_and_true(tiny_corpus, tmp_path):
+    auto = tiny_config_dict(tiny_corpus, tmp_path / "run", train={"max_steps": 3}, resume="auto")
+    lines = []
+    first, _ = run_training(auto, report=lines.append)  # nothing to resume: starts
+    assert first.steps == 3 and not any("resumed" in line for line in lines)
+    second, logger = run_training({**auto, "train": {**auto["train"], "max_steps": 5}}, report=lines.append)
+    assert any(line.startswith("resumed from") and "at step 3" in line for line in lines)
+    assert [step for step, _ in logger.values["train/loss"]] == [4, 5]
+    with pytest.raises(ConfigError, match="exclude each other"):
+        run_training({**auto, "resume": True}, overwrite=True)
+    fresh, _ = run_training(auto, overwrite=True)  # auto gives way to an explicit overwrite
+    assert fresh.steps == 3
+    with pytest.raises(RunDirectoryError, match="nothing to resume"):
+        run_training({**auto, "run_dir": str(tmp_path / "empty"), "resume": True})
+
+
+def test_quiet_mode_reports_no_routine_lines(tiny_corpus, tmp_path):
+    lines = []
+    config = tiny_config_dict(tiny_corpus, tmp_path / "run", train={"max_steps": 4, "eval_interval": 2})
+    config["log"]["quiet"] = True
+    run_training(config, report=lines.append)
+    assert lines == []
+
+
+def test_bf16_on_cpu_is_a_clear_error(tiny_corpus, tmp_path):
+    config = tiny_config_dict(tiny_corpus, tmp_path / "run", train={"precision": "bf16"})
+    with pytest.raises(ConfigError, match="precision=bf16 needs a CUDA GPU, and this run is on cpu"):
+        run_training(config)
+
+
 def test_corpus_too_short_names_the_minimum(tiny_corpus, tmp_path):
     config = tiny_config_dict(tiny_corpus, tmp_path / "run", train={"batch_size": 400, "bptt": 100})
     with pytest.raises(DataError, match=r"\(bptt \+ 1\) x batch_size = 40400"):
@@ -167,19 +291,31 @@ def test_cuda_without_gpu_is_a_config_error(tiny_corpus, tmp_path):
         run_training(tiny_config_dict(tiny_corpus, tmp_path / "run", train={"device": "cuda"}))
 
 
-def test_metrics_and_samples_are_logged(tiny_corpus, tmp_path):
-    _, logger = run_training(tiny_config_dict(tiny_corpus, tmp_path / "run"))
+def test_metrics_samples_grad_flow_and_hparams_are_logged(tiny_corpus, tmp_path):
+    result, logger = run_training(tiny_config_dict(tiny_corpus, tmp_path / "run", log={"grad_flow": True}))
     for tag in (
         "train/loss",
         "train/perplexity",
         "train/grad_norm",
+        "train/clipped_fraction",
         "train/lr",
+        "train/tokens_per_second",
         "valid/loss",
         "valid/perplexity",
+        "grad_flow/t001",
+        "grad_flow/t010",
+        "grad_flow/ratio_first_to_last",
     ):
         assert logger.values[tag], tag
     assert [step for step, _ in logger.values["valid/loss"]] == [10, 20, 30]
     assert [step for step, _, _ in logger.texts] == [10, 20, 30]
+    assert [(step, tag) for step, tag, _ in logger.images] == [(s, "grad_flow/profile") for s in (10, 20, 30)]
+    ((step, params, metrics),) = logger.hparam_calls
+    assert step == 30
+    assert params["model.cell"] == "lstm" and params["train.lr"] == 0.01 and params["train.epochs"] == 5
+    assert params["train.clip.max_norm"] == 1.0 and params["data.max_vocab"] == "null"
+    assert all(isinstance(value, str | int | float | bool) for value in params.values())
+    assert metrics["final/valid_perplexity"] == pytest.approx(result.final_valid.perplexity)
 
 
 def test_char_model_reports_bits_per_char(tiny_corpus, tmp_path):
@@ -191,15 +327,80 @@ def test_char_model_reports_bits_per_char(tiny_corpus, tmp_path):
 
 
 def test_tensorboard_events_are_written(tiny_corpus, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     config = tiny_config_dict(
-        tiny_corpus, tmp_path / "run", train={"max_steps": 5}, log={"tensorboard": True}
+        tiny_corpus, tmp_path / "run", train={"max_steps": 5}, log={"tensorboard": True, "grad_flow": True}
     )
     train(config_from_dict(config), report=lambda line: None, show_progress=False)
-    assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+    (events,) = (tmp_path / "run").glob("events.out.tfevents.*")  # one run per run directory
+    accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
+    accumulator.Reload()
+    tags = accumulator.Tags()
+    assert {"train/loss", "grad_flow/t005", "final/valid_perplexity"} <= set(tags["scalars"])
+    assert tags["images"] == ["grad_flow/profile"]
+    assert set(accumulator.PluginTagToContent("hparams")) == {
+        "_hparams_/experiment",
+        "_hparams_/session_start_info",
+        "_hparams_/session_end_info",
+    }
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")), ids=str)
 def test_every_shipped_config_loads_and_trains_one_step(path, tmp_path):
-    config = load_config(path, [f"run_dir={tmp_path / 'run'}", "train.max_steps=1", "log.tensorboard=false"])
-    result = train(config, report=lambda line: None, show_progress=False)
+    """Each config validates and trains one step on a slice of its real data (cached or in the mirror).
+
+    `data.max_tokens` cuts every split to just over one batch of windows, so the step and the final
+    evaluation take well under a second even for the 650-unit models.
+    """
+    config = load_config(path)
+    if config.data.dataset is not None:
+        dataset = datasets.get_dataset(config.data.dataset)
+        if not datasets.is_available(dataset, datasets.cache_dir(), datasets.data_mirror()):
+            pytest.skip(
+                f"{dataset.name} is neither cached nor in the test mirror (it is never downloaded here)"
+            )
+    slice_tokens = (config.train.bptt + 1) * config.train.batch_size + 1
+    overrides = [
+        f"run_dir={tmp_path / 'run'}",
+        "train.max_steps=1",
+        "log.tensorboard=false",
+        "log.sample_length=5",
+        f"data.max_tokens={slice_tokens}",
+    ]
+    result = train(load_config(path, overrides), report=lambda line: None, show_progress=False)
     assert result.steps == 1
+
+
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    from lmtrain import devices
+
+    for cuda, mps, expected in [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]:
+        monkeypatch.setattr(devices.torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        monkeypatch.setattr(devices, "mps_available", lambda mps=mps: mps)
+        assert devices.resolve_device("auto").type == expected
+    with pytest.raises(ConfigError, match="'mps' but Apple's MPS is not available"):
+        devices.resolve_device("mps")
+    assert devices.autocast_factory("fp32", torch.device("cpu"))().__enter__() is None
+    bf16 = devices.autocast_factory("bf16", torch.device("cuda"))
+    assert bf16.keywords == {"device_type": "cuda", "dtype": torch.bfloat16}
+
+
+def test_bf16_autocast_trains_a_gru_and_carries_fp32_state(tiny_corpus, tmp_path, monkeypatch):
+    """The bf16 path, run under CPU autocast as a stand-in for CUDA's (no GPU in the test suite)."""
+    import functools
+
+    import lmtrain.trainer as trainer_module
+
+    monkeypatch.setattr(
+        trainer_module,
+        "autocast_factory",
+        lambda precision, device: functools.partial(torch.autocast, device_type="cpu", dtype=torch.bfloat16),
+    )
+    config = tiny_config_dict(
+        tiny_corpus, tmp_path / "run", model={"cell": "gru"}, train={"max_steps": 4, "precision": "bf16"}
+    )
+    result, logger = run_training(config)
+    assert result.steps == 4 and all(loss == loss for loss in logger.losses())
+    carried = load_checkpoint(tmp_path / "run" / "last.pt")["carried_state"]
+    assert all(tensor.dtype == torch.float32 for layer in carried for tensor in layer)

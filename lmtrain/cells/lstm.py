@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from lmtrain.cells.base import RecurrentLayer, State
+from lmtrain.cells.lstm_bptt import lstm_window
 
 
 class LSTMLayer(RecurrentLayer):
@@ -20,17 +21,26 @@ class LSTMLayer(RecurrentLayer):
 
     Shapes: ``x`` ``[T, B, input_size]`` -> ``y`` ``[T, B, H]`` (``y[t] = a<t>``), state ``(a, c)`` with
     ``a = a<t>`` and ``c = C<t>``, each ``[B, H]``. Four gate blocks stacked in the rows in the order
-    u, f, C̃, o (G = 4), the same as torch's i, f, g, o, so conversion is a plain copy: ``weight_aa``
+    u, f, C̃, o (G = 4), the same as torch's i, f, g, o, so conversion with ``nn.LSTM`` is a plain copy
+    (``to_native`` / ``from_native``; torch's two biases ``b_ih + b_hh`` are our ``b``): ``weight_aa``
     ``[4H, H]``, ``weight_ax`` ``[4H, input_size]``, ``bias`` ``[4H]``; each gate's
     ``W = torch.cat([weight_aa, weight_ax], dim=1)`` restricted to its block of H rows.
+
+    Args:
+        forget_bias: the value ``b_f`` starts at, after the ``init`` scheme (default 1).
     """
 
     num_gates = 4
     num_states = 2
     state_names = ("a", "c")
+    native_type = nn.LSTM
+
+    def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0, **options) -> None:
+        self.forget_bias = forget_bias
+        super().__init__(input_size, hidden_size, **options)
 
     def reset_parameters(self) -> None:
-        """PyTorch's default uniform init, then the forget-gate bias b_f set to 1.
+        """The ``init`` scheme, then the forget-gate bias b_f set to ``forget_bias`` (1 by default).
 
         A forget bias of 1 starts Γ_f near σ(1) ≈ 0.73, so the memory cell carries information (and
         gradient) across many steps from the start of training instead of being mostly erased; Jozefowicz,
@@ -38,7 +48,14 @@ class LSTMLayer(RecurrentLayer):
         """
         super().reset_parameters()
         with torch.no_grad():
-            self.bias[self.hidden_size : 2 * self.hidden_size].fill_(1.0)
+            self.bias[self.hidden_size : 2 * self.hidden_size].fill_(self.forget_bias)
+
+    def _run_window(self, x_proj: Tensor, state: State) -> tuple[Tensor, State]:
+        """The whole window through ``lstm_window``: a hand-written backward through time that computes
+        the gradient of ``weight_aa`` as one matrix product after the loop (see ``lstm_bptt``)."""
+        a_prev, c_prev = state
+        y, c = lstm_window(x_proj, a_prev, c_prev, self.weight_aa)
+        return y, (y[-1], c)
 
     def _cell(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
         a_prev, c_prev = state  # [B, H] each
@@ -47,24 +64,3 @@ class LSTMLayer(RecurrentLayer):
         c = torch.sigmoid(update) * torch.tanh(candidate) + torch.sigmoid(forget) * c_prev  # C<t>
         a = torch.sigmoid(output) * torch.tanh(c)  # a<t>
         return a, (a, c)
-
-    def to_torch(self) -> nn.LSTM:
-        """An ``nn.LSTM`` (one layer, unidirectional, ``batch_first=False``) computing the same function."""
-        module = nn.LSTM(
-            self.input_size, self.hidden_size, device=self.weight_aa.device, dtype=self.weight_aa.dtype
-        )
-        return self._copy_into_torch(module)
-
-    @classmethod
-    def from_torch(cls, module: nn.LSTM) -> LSTMLayer:
-        """The layer computing the same function as a one-layer, unidirectional ``nn.LSTM`` (no proj_size).
-
-        Torch's two biases ``b_ih + b_hh`` sum into our single ``bias``. ``batch_first`` does not change
-        the weights, so it is accepted; our layer is time-major regardless. Torch's state ``(h, c)`` is our
-        ``(a, c)``, but torch's carries a leading ``num_layers`` dimension of 1.
-        """
-        cls._check_convertible(module, nn.LSTM, cls.__name__)
-        weight = module.weight_ih_l0
-        layer = cls(module.input_size, module.hidden_size, device=weight.device, dtype=weight.dtype)
-        layer._load_from_torch(module)
-        return layer

@@ -20,27 +20,22 @@ class RNNLayer(RecurrentLayer):
     ``a`` ``[B, H]``. One gate block (G = 1): ``weight_aa`` ``[H, H]``, ``weight_ax`` ``[H, input_size]``,
     ``bias`` ``[H]``, and ``W_a = torch.cat([weight_aa, weight_ax], dim=1)``.
 
-    Matches ``nn.RNN`` exactly (see ``to_torch`` / ``from_torch``).
+    Matches ``nn.RNN`` exactly (``to_native`` / ``from_native``): ``weight_ih = W_ax``,
+    ``weight_hh = W_aa``, and torch's two biases ``b_ih + b_hh`` are our ``b_a``. With ``relu`` and
+    ``init="identity"`` this is the IRNN of Le, Jaitly & Hinton (2015).
     """
 
     num_gates = 1
+    native_type = nn.RNN
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        nonlinearity: str = "tanh",
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
+    def __init__(self, input_size: int, hidden_size: int, nonlinearity: str = "tanh", **options) -> None:
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(
                 f"unknown nonlinearity {nonlinearity!r}; choose one of: {', '.join(NONLINEARITIES)}"
             )
-        super().__init__(input_size, hidden_size, device=device, dtype=dtype)
         self.nonlinearity = nonlinearity
         self._activation = NONLINEARITIES[nonlinearity]
+        super().__init__(input_size, hidden_size, **options)
 
     def _cell(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
         (a_prev,) = state  # [B, H]
@@ -50,32 +45,9 @@ class RNNLayer(RecurrentLayer):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, nonlinearity={self.nonlinearity!r}"
 
-    def to_torch(self) -> nn.RNN:
-        """An ``nn.RNN`` (one layer, unidirectional, ``batch_first=False``) computing the same function."""
-        module = nn.RNN(
-            self.input_size,
-            self.hidden_size,
-            nonlinearity=self.nonlinearity,
-            device=self.weight_aa.device,
-            dtype=self.weight_aa.dtype,
-        )
-        return self._copy_into_torch(module)
+    def _native_options(self) -> dict:
+        return {"nonlinearity": self.nonlinearity}
 
     @classmethod
-    def from_torch(cls, module: nn.RNN) -> RNNLayer:
-        """The layer computing the same function as a one-layer, unidirectional ``nn.RNN``.
-
-        Torch's two biases ``b_ih + b_hh`` sum into our single ``bias``. ``batch_first`` does not change
-        the weights, so it is accepted; our layer is time-major regardless.
-        """
-        cls._check_convertible(module, nn.RNN, cls.__name__)
-        weight = module.weight_ih_l0
-        layer = cls(
-            module.input_size,
-            module.hidden_size,
-            nonlinearity=module.nonlinearity,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
-        layer._load_from_torch(module)
-        return layer
+    def _options_from_native(cls, module: nn.RNNBase) -> dict:
+        return {"nonlinearity": module.nonlinearity}
