@@ -7,13 +7,14 @@ line on stderr and an exit code (2 for usage and config mistakes, 1 for failures
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -129,6 +130,51 @@ def train(
         typer.echo(f"generate text: lmtrain sample {result.run_dir / 'best.pt'} --temperature 0.8")
 
 
+DEVICE_HELP = (
+    "Device to run on: cpu, cuda, mps, or auto (the first available); any checkpoint runs on the CPU."
+)
+UNKNOWN_HELP = "error (name them and stop), map (to <unk>; word models) or skip (drop them)."
+
+
+def inference_device(name: str):
+    """The torch device named by `--device` (`auto`: cuda, then mps, then cpu)."""
+    from lmtrain.devices import resolve_device
+
+    if name not in ("cpu", "cuda", "mps", "auto"):
+        raise ConfigError(f"--device must be cpu, cuda, mps or auto (got {name!r})")
+    try:
+        return resolve_device(name)
+    except ConfigError:
+        what = "no CUDA GPU is available" if name == "cuda" else "Apple's MPS is not available"
+        raise ConfigError(f"--device {name}: {what}; use --device cpu") from None
+
+
+def open_checkpoint(path: Path, device: str):
+    """The model (in eval mode, on `device`), tokenizer and config of a checkpoint file.
+
+    `load_checkpoint` reads every tensor onto the CPU (`map_location="cpu"`), whatever device the
+    weights were on when saved; the model moves to `device` only afterwards.
+    """
+    from lmtrain.checkpoint import load_checkpoint, restore_model
+
+    torch_device = inference_device(device)
+    return restore_model(load_checkpoint(path), torch_device)
+
+
+@contextmanager
+def output_stream(path: Path | None) -> Iterator[TextIO]:
+    """stdout, or the file at `path` (UTF-8), opened for writing."""
+    if path is None:
+        yield sys.stdout
+        return
+    try:
+        file = open(path, "w", encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot write --output {path}: {error.strerror or error}") from None
+    with file:
+        yield file
+
+
 @app.command()
 def sample(
     checkpoint: Annotated[
@@ -137,38 +183,81 @@ def sample(
     temperature: Annotated[
         float, typer.Option(help="Softmax temperature (> 0): below 1 is more conservative, above 1 wilder.")
     ] = 1.0,
-    length: Annotated[int, typer.Option(help="Maximum number of tokens to generate.")] = 200,
+    greedy: Annotated[
+        bool, typer.Option("--greedy", help="Always take the most probable token (argmax).")
+    ] = False,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", help="Sample only among the K most probable tokens.")
+    ] = None,
+    top_p: Annotated[
+        float | None,
+        typer.Option(
+            "--top-p", help="Nucleus sampling: the fewest most probable tokens whose probability reaches P."
+        ),
+    ] = None,
+    length: Annotated[int, typer.Option(help="Maximum number of tokens to generate per sample.")] = 200,
+    num_samples: Annotated[
+        int, typer.Option("--num-samples", help="How many samples, generated together as one batch.")
+    ] = 1,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same text.")] = 0,
     prime: Annotated[str, typer.Option(help="Text to condition on; printed before the continuation.")] = "",
     stop: Annotated[
-        bool, typer.Option("--stop/--no-stop", help="Word models: stop at the first <eos>.")
+        bool, typer.Option("--stop/--no-stop", help="Word models: stop each sample at its first <eos>.")
     ] = True,
-    device: Annotated[str, typer.Option(help="Device to run on: cpu, cuda, mps, or auto.")] = "cpu",
+    no_unk: Annotated[
+        bool, typer.Option("--no-unk", help="Word models: never generate <unk> (as if resampled until not).")
+    ] = False,
+    unknown: Annotated[
+        str, typer.Option(help="Prompt tokens outside the vocabulary: " + UNKNOWN_HELP)
+    ] = "error",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the text to this file instead of stdout.")
+    ] = None,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
 ) -> None:
-    """Generate text from a checkpoint alone."""
-    from lmtrain.checkpoint import load_checkpoint, restore_model
-    from lmtrain.devices import resolve_device
-    from lmtrain.sampling import check_length, check_temperature, encode_prompt, generate
+    """Generate text from a checkpoint alone; <eos> is written as a line break.
+
+    One sample streams out token by token; several are written one after another (one line each for
+    word models that stop at <eos>, otherwise separated by a blank line).
+    """
+    from lmtrain.sampling import (
+        SamplingOptions,
+        TextStream,
+        check_sample_request,
+        encode_text,
+        generate_steps,
+    )
 
     with user_errors():
-        check_temperature(temperature)
-        check_length(length)
-        if device not in ("cpu", "cuda", "mps", "auto"):
-            raise ConfigError(f"--device must be cpu, cuda, mps or auto (got {device!r})")
-        torch_device = resolve_device(device)
-        model, tokenizer, _ = restore_model(load_checkpoint(checkpoint), torch_device)
-        prompt_ids = encode_prompt(tokenizer, prime) if prime else []
-        write = stream_writer()
-        if prime:
-            write(tokenizer.decode(prompt_ids).rstrip("\n"))
-        ids = generate(model, tokenizer, length, temperature, prompt_ids, seed=seed, stop_at_eos=stop)
-        at_line_start = not prime
-        for token_id in ids:
-            piece = tokenizer.decode_token(token_id, is_first=at_line_start)
-            write(piece)
-            at_line_start = piece.endswith("\n")
-        if not at_line_start:
-            write("\n")
+        model, tokenizer, _ = open_checkpoint(checkpoint, device)
+        options = SamplingOptions(temperature, greedy, top_k, top_p, no_unk)
+        check_sample_request(options, tokenizer, length, num_samples, unknown)
+        prompt_ids = encode_text(tokenizer, prime, unknown) if prime else []
+        steps = generate_steps(model, tokenizer, length, options, prompt_ids, num_samples, seed, stop)
+        streams = [TextStream(tokenizer) for _ in range(num_samples)]
+        texts = ["".join(stream.piece(token) for token in prompt_ids) for stream in streams]
+        with output_stream(output) as out:
+            if num_samples == 1:
+                write_now(out, texts[0])
+                for (token,) in steps:
+                    write_now(out, streams[0].piece(token))
+                write_now(out, streams[0].end())
+            else:
+                for step in steps:
+                    for i, token in enumerate(step):
+                        if token is not None:
+                            texts[i] += streams[i].piece(token)
+                texts = [text + stream.end() for text, stream in zip(texts, streams, strict=True)]
+                # Word samples that stop at <eos> are one line each; others may span lines.
+                out.write(("" if tokenizer.kind == "word" and stop else "\n").join(texts))
+        if output is not None:
+            typer.echo(f"wrote {num_samples} sample(s) to {output}", err=True)
+
+
+def write_now(out: TextIO, text: str) -> None:
+    """Write and flush, so generated text appears as it is produced."""
+    out.write(text)
+    out.flush()
 
 
 data_app = typer.Typer(
@@ -215,14 +304,110 @@ def data_fetch(
                 typer.echo(f"{split:<5} {path} ({path.stat().st_size:,} bytes)")
 
 
-def stream_writer() -> Callable[[str], None]:
-    """Write text to stdout as it is generated."""
+@app.command()
+def score(
+    checkpoint: Annotated[
+        Path, typer.Argument(metavar="CHECKPOINT", help="A checkpoint written by `lmtrain train` (best.pt).")
+    ],
+    texts: Annotated[
+        list[str] | None, typer.Argument(metavar="TEXT", help="Texts to score, one per argument.")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Score each non-blank line of this UTF-8 file.")
+    ] = None,
+    per_token: Annotated[
+        bool, typer.Option("--per-token", help="Also show the probability of every token.")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
+    unknown: Annotated[str, typer.Option(help="Tokens outside the vocabulary: " + UNKNOWN_HELP)] = "error",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
+) -> None:
+    """Score texts: log P in nats and bits, the mean per token and the perplexity, most probable first.
 
-    def write(text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    Word models score the words, each line break as <eos>, and a final <eos>, each word predicted after
+    the <eos> that starts a line; character models score the characters and a final line break,
+    after a line break. Compare texts of similar length by total log P.
+    """
+    from lmtrain.scoring import format_scores, read_inputs, score_texts, scores_to_dict
 
-    return write
+    with user_errors():
+        if texts and file is not None:
+            raise ConfigError("give TEXT arguments or --file, not both")
+        if file is not None:
+            texts = read_inputs(file)
+        model, tokenizer, _ = open_checkpoint(checkpoint, device)
+        scores = score_texts(model, tokenizer, texts or [], unknown)
+        if json_output:
+            report = {"checkpoint": str(checkpoint), **scores_to_dict(scores, tokenizer.kind, per_token)}
+            typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        else:
+            typer.echo(format_scores(scores, tokenizer.kind, per_token))
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Annotated[
+        Path, typer.Argument(metavar="CHECKPOINT", help="A checkpoint written by `lmtrain train` (best.pt).")
+    ],
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="A UTF-8 text file to evaluate.")] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(help="Evaluate a split of the checkpoint's data config instead: valid or test."),
+    ] = None,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            help="Parallel streams the text is cut into; 1 reads it whole. The run's train.eval_batch_size "
+            "reproduces the trainer's validation numbers.",
+        ),
+    ] = 1,
+    bptt: Annotated[
+        int | None, typer.Option(help="Window length in tokens (default: the run's train.bptt).")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of text.")
+    ] = False,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
+) -> None:
+    """Perplexity (and bits per character) of a text, read with the carried state the trainer uses."""
+    from lmtrain.evaluation import evaluate_file, split_path
+
+    with user_errors():
+        if (file is None) == (split is None):
+            raise ConfigError("give either --file FILE or --split valid|test")
+        model, tokenizer, config = open_checkpoint(checkpoint, device)
+        path = file if file is not None else split_path(config, split)
+        report = evaluate_file(
+            model, tokenizer, path, batch_size, config.train.bptt if bptt is None else bptt
+        )
+        if json_output:
+            typer.echo(json.dumps({"checkpoint": str(checkpoint), **report.to_dict()}, indent=2))
+            return
+        result = report.result
+        line = f"perplexity {result.perplexity:.3f} | loss {result.loss:.4f} nats/token"
+        if tokenizer.kind == "char":
+            line += f" | {result.bits_per_token:.4f} bits/char"
+        else:
+            line += f" | {result.bits_per_token:.4f} bits/token"
+        typer.echo(line)
+        detail = (
+            f"{shown_path(path)}: {report.text_tokens:,} tokens, {result.tokens:,} predicted "
+            f"(batch size {report.batch_size}, bptt {report.bptt})"
+        )
+        if tokenizer.kind == "word":
+            detail += f"; <unk>: {report.unk_tokens:,} ({report.unk_tokens / report.text_tokens:.1%})"
+        typer.echo(detail)
+
+
+def shown_path(path: Path) -> Path:
+    """`path` relative to the working directory when it lies inside it, as the user would type it."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd())
+    except ValueError:
+        return Path(path)
 
 
 def main() -> None:

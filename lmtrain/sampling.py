@@ -1,25 +1,156 @@
 """Generating text from a trained model, one token at a time.
 
 Following the reference notes ("Sampling novel sequences"): start from a zero hidden state, draw
-each next token from the softmax of the logits divided by the temperature, feed it back as the
-next input, and stop at `<eos>` (word models) or after the requested number of tokens.
+each next token from the model's distribution, feed it back as the next input, and stop at `<eos>`
+(word models) or after the requested number of tokens.
 
 The first input is the corpus's boundary token (`<eos>` for word models, a line break for
 character models), so that the model starts as it would at the beginning of a line; an optional
-prompt ("prime") follows it. A dedicated `torch.Generator` makes the text a function of the seed
-alone, independent of any other use of torch's random numbers.
+prompt ("prime") follows it. The prompt is read in one call of the model; after that, generation
+is incremental: one `model.step` per token with the carried state, never re-reading the prefix.
+`M` samples are generated together as a batch of `M` streams that start from the same state.
+
+How the next token is chosen from the logits `z` `[M, V]` (`SamplingOptions`), in this order:
+1. `no_unk`: `<unk>` gets probability 0. Renormalising the rest is exactly the distribution that
+   resampling until a draw is not `<unk>` (the notes' "reject any <UNK>") produces, in one draw.
+2. `greedy`: the argmax of what is left (temperature, top-k and top-p cannot change it).
+3. Otherwise `z / temperature`; `top_k` keeps the K largest; `top_p` keeps the smallest set of most
+   probable tokens whose probability reaches P (nucleus sampling, Holtzman et al. 2020); then one
+   draw from the softmax (`draw`: one uniform number per stream, through the cumulative sum).
+
+A dedicated `torch.Generator` makes the text a function of the seed alone, independent of any
+other use of torch's random numbers.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
 from lmtrain.errors import ConfigError
 from lmtrain.model import RNNLanguageModel
-from lmtrain.tokenizer import Tokenizer, WordTokenizer, format_tokens
+from lmtrain.tokenizer import EOS, Tokenizer, WordTokenizer, format_tokens
+
+UNKNOWN_MODES = ("error", "map", "skip")
+"""What to do with prompt tokens outside the vocabulary: refuse, map to `<unk>`, or drop them."""
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How the next token is chosen from the model's logits (see the module docstring)."""
+
+    temperature: float = 1.0
+    greedy: bool = False
+    top_k: int | None = None
+    top_p: float | None = None
+    no_unk: bool = False
+
+
+def sampling_problems(options: SamplingOptions, tokenizer: Tokenizer) -> list[str]:
+    """Everything wrong with `options` for this vocabulary, one phrase per problem."""
+    problems = []
+    temperature = options.temperature
+    if not (isinstance(temperature, int | float) and math.isfinite(temperature) and temperature > 0):
+        problems.append(
+            f"--temperature must be a number greater than 0 (got {temperature}); "
+            "1.0 samples the model's distribution, smaller values are more conservative"
+        )
+    if options.top_k is not None and not 1 <= options.top_k <= tokenizer.vocab_size:
+        problems.append(
+            f"--top-k must be between 1 and the vocabulary size {tokenizer.vocab_size} (got {options.top_k})"
+        )
+    if options.top_p is not None and not (0.0 < options.top_p <= 1.0):
+        problems.append(f"--top-p must be in (0, 1] (got {options.top_p})")
+    if options.greedy:
+        ignored = [
+            name
+            for name, is_set in (
+                ("--temperature", temperature != 1.0),
+                ("--top-k", options.top_k is not None),
+                ("--top-p", options.top_p is not None),
+            )
+            if is_set
+        ]
+        if ignored:
+            problems.append(
+                f"--greedy always takes the most probable token, so {' and '.join(ignored)} would have "
+                "no effect; drop them or drop --greedy"
+            )
+    if options.no_unk and not isinstance(tokenizer, WordTokenizer):
+        problems.append("--no-unk applies to word models; a character model has no <unk> token")
+    return problems
+
+
+def check_sample_request(
+    options: SamplingOptions, tokenizer: Tokenizer, length: int, num_samples: int, unknown: str = "error"
+) -> None:
+    """Raise one ConfigError that lists every invalid value of a `sample` request."""
+    problems = sampling_problems(options, tokenizer)
+    if length < 1:
+        problems.append(f"--length must be at least 1 token (got {length})")
+    if num_samples < 1:
+        problems.append(f"--num-samples must be at least 1 (got {num_samples})")
+    elif num_samples > 1 and options.greedy:
+        problems.append(
+            f"--greedy gives the same text every time, so --num-samples {num_samples} would repeat it; "
+            "use --num-samples 1 or drop --greedy"
+        )
+    problems.extend(unknown_mode_problems(unknown, tokenizer))
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def unknown_mode_problems(unknown: str, tokenizer: Tokenizer) -> list[str]:
+    if unknown not in UNKNOWN_MODES:
+        return [f"--unknown must be one of {', '.join(UNKNOWN_MODES)} (got {unknown!r})"]
+    if unknown == "map" and not isinstance(tokenizer, WordTokenizer):
+        return ["--unknown map needs a word model (it maps to <unk>); use --unknown skip for characters"]
+    return []
+
+
+# ----- text in ------------------------------------------------------------------------------------
+
+
+def text_tokens(tokenizer: Tokenizer, text: str) -> list[str]:
+    """The tokens of `text` as the model reads them: characters, or words with `<eos>` at line breaks."""
+    if isinstance(tokenizer, WordTokenizer):
+        tokens: list[str] = []
+        for number, line in enumerate(text.split("\n")):
+            if number > 0:
+                tokens.append(EOS)
+            tokens.extend(line.split())
+        return tokens
+    return list(text)
+
+
+def encode_text(
+    tokenizer: Tokenizer, text: str, unknown: str = "error", what: str = "the prompt"
+) -> list[int]:
+    """The ids of a user's text; tokens outside the vocabulary are refused, mapped to `<unk>` or skipped.
+
+    The refusal is a ConfigError that names every unknown token and the two ways around it.
+    """
+    problems = unknown_mode_problems(unknown, tokenizer)
+    if problems:
+        raise ConfigError(problems[0])
+    tokens = text_tokens(tokenizer, text)
+    unknown_tokens = list(dict.fromkeys(token for token in tokens if token not in tokenizer.index))
+    if unknown_tokens and unknown == "error":
+        kind = "characters" if tokenizer.kind == "char" else "words"
+        ways = "--unknown skip drops them" + (
+            ", --unknown map reads them as <unk>" if isinstance(tokenizer, WordTokenizer) else ""
+        )
+        raise ConfigError(
+            f"{what} has {kind} outside the model's vocabulary: {format_tokens(unknown_tokens)}; "
+            f"rephrase it with {kind} from the training text, or {ways}"
+        )
+    if unknown == "skip":
+        return [tokenizer.index[token] for token in tokens if token in tokenizer.index]
+    unk_id = getattr(tokenizer, "unk_id", None)
+    return [tokenizer.index.get(token, unk_id) for token in tokens]
 
 
 def boundary_token(tokenizer: Tokenizer) -> int | None:
@@ -29,45 +160,81 @@ def boundary_token(tokenizer: Tokenizer) -> int | None:
     return tokenizer.index.get("\n")
 
 
-def check_temperature(temperature: float) -> None:
-    if not (isinstance(temperature, int | float) and math.isfinite(temperature) and temperature > 0):
-        raise ConfigError(
-            f"--temperature must be a number greater than 0 (got {temperature}); "
-            "1.0 samples the model's distribution, smaller values are more conservative"
-        )
+# ----- choosing the next token --------------------------------------------------------------------
 
 
-def check_length(length: int) -> None:
-    if length < 1:
-        raise ConfigError(f"--length must be at least 1 token (got {length})")
+def restrict_logits(
+    logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
+    """`logits` `[M, V]` with every token outside the top-k and the top-p nucleus set to -inf."""
+    if top_k is not None and top_k < logits.size(-1):
+        keep = torch.zeros_like(logits, dtype=torch.bool)
+        keep.scatter_(-1, logits.topk(top_k, dim=-1).indices, True)
+        logits = logits.masked_fill(~keep, -math.inf)
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        # A token is dropped when the more probable tokens before it already reach top_p; the most
+        # probable token is always kept (the mass before it is 0 < top_p).
+        mass_before = probs.cumsum(dim=-1) - probs
+        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, -math.inf)
+        logits = torch.full_like(logits, -math.inf).scatter(-1, order, sorted_logits)
+    return logits
 
 
-def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
-    """The ids of a prompt; a ConfigError names any token the vocabulary lacks."""
-    unknown = tokenizer.unknown_tokens(prompt)
-    if unknown:
-        what = "characters" if tokenizer.kind == "char" else "words"
-        raise ConfigError(
-            f"the prompt has {what} outside the model's vocabulary: {format_tokens(unknown)}; "
-            f"rephrase the prompt using {what} from the training text"
-        )
-    if isinstance(tokenizer, WordTokenizer):
-        return tokenizer.encode_words(prompt)
-    return tokenizer.encode(prompt)
+def next_tokens(
+    logits: torch.Tensor,
+    options: SamplingOptions,
+    banned: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The next token `[M]` of each stream from its logits `[M, V]`; `banned` never comes out."""
+    logits = logits.float()
+    if banned is not None:
+        logits = logits.clone()
+        logits[:, banned] = -math.inf
+    if options.greedy:
+        return logits.argmax(dim=-1)
+    logits = restrict_logits(logits / options.temperature, options.top_k, options.top_p)
+    return draw(logits.softmax(dim=-1), generator)
 
 
-@torch.no_grad()
-def generate(
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token `[M]` from each row of `probs` `[M, V]`, by inverting the cumulative distribution.
+
+    One uniform number u per row, and the token is the first whose cumulative probability exceeds
+    u. `torch.multinomial` draws one random number per entry instead, which at V = 10,000 and M = 32
+    costs more than the model's step on a CPU. A token of probability 0 has the same cumulative
+    value as the token before it, so it is never the first to exceed u.
+    """
+    cdf = probs.double().cumsum(dim=-1)  # [M, V]
+    u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device, dtype=torch.float64)
+    tokens = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
+    # u * total can round up to the total itself (once in 2^53 draws): take the most probable token.
+    return torch.where(tokens < probs.size(-1), tokens, probs.argmax(dim=-1))
+
+
+# ----- generation ---------------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def generate_steps(
     model: RNNLanguageModel,
     tokenizer: Tokenizer,
     length: int,
-    temperature: float = 1.0,
+    options: SamplingOptions | None = None,
     prompt_ids: list[int] | None = None,
+    num_samples: int = 1,
     seed: int = 0,
     stop_at_eos: bool = True,
-) -> Iterator[int]:
-    """Yield up to `length` sampled token ids that continue the prompt."""
-    check_temperature(temperature)
+) -> Iterator[list[int | None]]:
+    """Yield, step by step, the new token of each of the `num_samples` streams.
+
+    A stream that has stopped (it emitted `<eos>` with `stop_at_eos`) yields None from then on; the
+    generation ends after `length` steps or when every stream has stopped. The model should be in
+    eval mode (`restore_model` returns it so), or dropout would draw on torch's global generator.
+    """
+    options = options or SamplingOptions()
     device = model.decoder.weight.device
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
@@ -75,21 +242,48 @@ def generate(
     start = boundary_token(tokenizer)
     if start is not None:
         context.insert(0, start)
-    if not context:
-        # No boundary token and no prompt: start from a token drawn uniformly at random.
-        context = [int(torch.randint(tokenizer.vocab_size, (1,), generator=generator, device=device))]
-    inputs = torch.tensor(context, device=device).view(-1, 1)  # [T, B=1]
-    logits, state = model(inputs, None)
-    logits = logits[-1]  # [1, V]: the distribution of the first new token
+    if context:
+        # The whole context in one call ([T, 1]), then M copies of its state and last logits.
+        logits, state = model(torch.tensor(context, device=device).view(-1, 1), None)
+        logits = logits[-1].expand(num_samples, -1)  # [M, V]
+        state = [tuple(t.expand(num_samples, -1).contiguous() for t in layer) for layer in state]
+    else:
+        # Nothing to condition on (a character model whose text had no line break, and no prompt):
+        # the first token is drawn uniformly, from a zero state.
+        logits, state = torch.zeros(num_samples, tokenizer.vocab_size, device=device), None
     stop_id = tokenizer.eos_id if stop_at_eos and isinstance(tokenizer, WordTokenizer) else None
-    for _ in range(length):
-        probs = torch.softmax(logits.float() / temperature, dim=-1)
-        token = torch.multinomial(probs, 1, generator=generator)  # [1, 1]
-        token_id = int(token)
-        yield token_id
-        if token_id == stop_id:
-            return
-        logits, state = model.step(token.view(1), state)
+    banned = tokenizer.unk_id if options.no_unk and isinstance(tokenizer, WordTokenizer) else None
+    active = [True] * num_samples
+    for position in range(length):
+        tokens = next_tokens(logits, options, banned, generator)  # [M]
+        ids = tokens.tolist()
+        yield [token if running else None for token, running in zip(ids, active, strict=True)]
+        if stop_id is not None:
+            active = [running and token != stop_id for token, running in zip(ids, active, strict=True)]
+            if not any(active):
+                return
+        if position + 1 < length:
+            logits, state = model.step(tokens, state)
+
+
+def generate(
+    model: RNNLanguageModel,
+    tokenizer: Tokenizer,
+    length: int,
+    options: SamplingOptions | None = None,
+    prompt_ids: list[int] | None = None,
+    num_samples: int = 1,
+    seed: int = 0,
+    stop_at_eos: bool = True,
+) -> list[list[int]]:
+    """The generated token ids of each of the `num_samples` streams (without the prompt)."""
+    samples: list[list[int]] = [[] for _ in range(num_samples)]
+    steps = generate_steps(model, tokenizer, length, options, prompt_ids, num_samples, seed, stop_at_eos)
+    for step in steps:
+        for sample, token in zip(samples, step, strict=True):
+            if token is not None:
+                sample.append(token)
+    return samples
 
 
 def sample_text(
@@ -108,7 +302,34 @@ def sample_text(
     was_training = model.training
     model.eval()
     try:
-        ids = generate(model, tokenizer, length, temperature, seed=seed, stop_at_eos=stop_at_eos)
-        return tokenizer.decode(list(ids))
+        options = SamplingOptions(temperature=temperature)
+        (ids,) = generate(model, tokenizer, length, options, seed=seed, stop_at_eos=stop_at_eos)
+        return tokenizer.decode(ids)
     finally:
         model.train(was_training)
+
+
+# ----- text out -----------------------------------------------------------------------------------
+
+
+class TextStream:
+    """Token ids to text pieces as they arrive: spaces between words, `<eos>` as a line break."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.at_line_start = True
+
+    def piece(self, token_id: int) -> str:
+        text = self.tokenizer.decode_token(token_id, is_first=self.at_line_start)
+        self.at_line_start = text.endswith("\n")
+        return text
+
+    def end(self) -> str:
+        """What completes the text: a final line break unless it already ends with one."""
+        return "" if self.at_line_start else "\n"
+
+
+def render(tokenizer: Tokenizer, ids: list[int]) -> str:
+    """The text of `ids` exactly as `TextStream` streams it, ending with a line break."""
+    stream = TextStream(tokenizer)
+    return "".join(stream.piece(token) for token in ids) + stream.end()

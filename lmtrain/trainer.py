@@ -24,14 +24,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from lmtrain.batching import State, WindowLengths, batchify, detach_state, get_batch, window_starts
+from lmtrain.batching import State, WindowLengths, batchify, detach_state, get_batch
 from lmtrain.checkpoint import load_checkpoint, make_checkpoint, restore_config, save_checkpoint
 from lmtrain.config import Config, config_to_yaml
 from lmtrain.corpus import Corpus, load_corpus, unigram_perplexity
@@ -44,6 +44,7 @@ from lmtrain.devices import (
     state_in,
 )
 from lmtrain.errors import ConfigError, DataError, LmtrainError, TrainingError
+from lmtrain.evaluation import Evaluation, evaluate
 from lmtrain.grad_flow import gradient_flow, profile_image
 from lmtrain.metrics import MetricLogger, NullLogger, TensorBoardLogger
 from lmtrain.model import RNNLanguageModel
@@ -60,22 +61,6 @@ class TrainingInterrupted(LmtrainError):
     """SIGINT or SIGTERM stopped the run; `last.pt` holds everything needed to resume."""
 
     exit_code = 130
-
-
-@dataclass
-class Evaluation:
-    """Validation (or test) metrics: mean cross-entropy per token, in nats."""
-
-    loss: float
-    tokens: int
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(min(self.loss, 700.0))
-
-    @property
-    def bits_per_token(self) -> float:
-        return self.loss / LN2
 
 
 @dataclass
@@ -106,35 +91,6 @@ def check_corpus_size(corpus: Corpus, config: Config) -> None:
             f"the validation text has {corpus.valid.numel()} tokens, fewer than evaluation needs "
             f"(2 x eval_batch_size = {need_valid}); use more text or lower train.eval_batch_size"
         )
-
-
-@torch.no_grad()
-def evaluate(
-    model: RNNLanguageModel,
-    ids: torch.Tensor,
-    batch_size: int,
-    bptt: int,
-    autocast: Callable[[], AbstractContextManager] = nullcontext,
-    dtype: torch.dtype = torch.float32,
-) -> Evaluation:
-    """Mean cross-entropy of `ids`, read as `batch_size` streams with the state carried across windows.
-
-    `autocast` and `dtype` are the forward pass's context and compute dtype (see `lmtrain.devices`).
-    """
-    was_training = model.training
-    model.eval()
-    device = model.decoder.weight.device
-    source = batchify(ids, batch_size).to(device)
-    state = state_in(model.initial_state(source.size(1), device), dtype)
-    total_loss, total_tokens = 0.0, 0
-    for i in window_starts(source, bptt):
-        inputs, targets = get_batch(source, i, bptt)
-        with autocast():
-            loss, state = model.language_model_loss(inputs, targets, state, reduction="sum")
-        total_loss += float(loss)
-        total_tokens += targets.numel()
-    model.train(was_training)
-    return Evaluation(loss=total_loss / total_tokens, tokens=total_tokens)
 
 
 @contextmanager
