@@ -204,8 +204,8 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
 
     One uniform number u per row, and the token is the first whose cumulative probability exceeds
     u. `torch.multinomial` draws one random number per entry instead, which at V = 10,000 and M = 32
-    costs more than the model's step on a CPU. A token of probability 0 has the same cumulative
-    value as the token before it, so it is never the first to exceed u.
+    takes about twice as long on a CPU. A token of probability 0 has the same cumulative value as
+    the token before it, so it is never the first to exceed u.
     """
     cdf = probs.double().cumsum(dim=-1)  # [M, V]
     u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device, dtype=torch.float64)
