@@ -315,6 +315,12 @@ RUN_DIR_CASES = [
         ("is a file",),
     ),
     Case(
+        "run dir not writable",
+        lambda f, c, k: ["train", config_file(f, c), f"run_dir={write(f / 'file', 'x') / 'run'}"],
+        2,
+        ("is not writable",),
+    ),
+    Case(
         "resume with nothing to resume",
         lambda f, c, k: ["train", config_file(f, c), "--resume"],
         2,
