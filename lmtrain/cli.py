@@ -130,23 +130,23 @@ def train(
         typer.echo(f"generate text: lmtrain sample {result.run_dir / 'best.pt'} --temperature 0.8")
 
 
-DEVICE_HELP = "cpu, cuda, mps, or auto (cuda, then mps, then cpu); checkpoints from any device run on cpu."
+DEVICE_HELP = (
+    "Device to run on: cpu, cuda, mps, or auto (the first available); any checkpoint runs on the CPU."
+)
 UNKNOWN_HELP = "error (name them and stop), map (to <unk>; word models) or skip (drop them)."
 
 
 def inference_device(name: str):
-    """The torch device named by `--device`; `auto` is cuda, then mps, then cpu."""
-    import torch
-
-    from lmtrain.devices import mps_available, resolve_device
+    """The torch device named by `--device` (`auto`: cuda, then mps, then cpu)."""
+    from lmtrain.devices import resolve_device
 
     if name not in ("cpu", "cuda", "mps", "auto"):
         raise ConfigError(f"--device must be cpu, cuda, mps or auto (got {name!r})")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is available; use --device cpu")
-    if name == "mps" and not mps_available():
-        raise ConfigError("--device mps: Apple's MPS is not available; use --device cpu")
-    return resolve_device(name)
+    try:
+        return resolve_device(name)
+    except ConfigError:
+        what = "no CUDA GPU is available" if name == "cuda" else "Apple's MPS is not available"
+        raise ConfigError(f"--device {name}: {what}; use --device cpu") from None
 
 
 def open_checkpoint(path: Path, device: str):

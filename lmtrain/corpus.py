@@ -234,6 +234,14 @@ def chunk_encoder(tokenizer: Tokenizer) -> Callable[[str], np.ndarray]:
     return encode_lines
 
 
+def encode_split(tokenizer: Tokenizer, text: str, path: Path) -> torch.Tensor:
+    """The ids of a whole text already in memory (e.g. a file given to `lmtrain eval`) as a long tensor."""
+    try:
+        return torch.from_numpy(chunk_encoder(tokenizer)(text))
+    except DataError as error:
+        raise DataError(f"{path}: {error}") from None
+
+
 def encode_file(tokenizer: Tokenizer, path: Path, output: Path, errors: str, what: str) -> None:
     """Stream `path` through the tokenizer into a flat binary array of ids at `output`."""
     dtype = id_dtype(tokenizer.vocab_size)

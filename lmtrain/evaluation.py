@@ -19,19 +19,11 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lmtrain.batching import batchify, get_batch, window_starts
 from lmtrain.config import Config
-from lmtrain.corpus import (
-    as_long_tensor,
-    chunk_encoder,
-    empty_file_error,
-    iter_lines_blocks,
-    iter_text,
-    split_paths,
-)
+from lmtrain.corpus import encode_split, read_text, split_paths
 from lmtrain.devices import state_in
 from lmtrain.errors import ConfigError, DataError
 from lmtrain.model import RNNLanguageModel
@@ -149,28 +141,17 @@ def split_path(config: Config, split: str) -> Path:
 def encode_text_file(
     tokenizer: Tokenizer, path: Path, errors: str = "strict", max_tokens: int | None = None
 ) -> torch.Tensor:
-    """The ids `[N]` of a text file under a fixed tokenizer, streamed as the corpus is (no caching).
+    """The ids `[N]` of a text file under a fixed tokenizer (the checkpoint's), as the corpus encodes it.
 
     Words outside the vocabulary become `<unk>`, as in the trainer's validation text; a character
-    outside a character model's vocabulary is an error that names it.
+    outside a character model's vocabulary is an error that names it. `errors` and `max_tokens` are
+    the data config's `errors` and `max_tokens`.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"text file {path} does not exist; check the path")
-    what = "text file"
-    # A word tokenizer needs whole lines; characters can be cut anywhere.
-    read = iter_text if tokenizer.kind == "char" else iter_lines_blocks
-    blocks = read(path, errors, what)
-    encode = chunk_encoder(tokenizer)
-    arrays = []
-    for text in blocks:
-        try:
-            arrays.append(encode(text))
-        except DataError as error:
-            raise DataError(f"{path}: {error}") from None
-    if not arrays or not any(array.size for array in arrays):
-        raise empty_file_error(path, what)
-    return as_long_tensor(np.concatenate(arrays), max_tokens)
+    ids = encode_split(tokenizer, read_text(path, "text file", errors), path)
+    return ids[:max_tokens] if max_tokens is not None else ids
 
 
 def evaluate_file(

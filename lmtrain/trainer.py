@@ -52,6 +52,7 @@ from lmtrain.optim import LearningRateSchedule, build_optimizer, clip_gradients,
 from lmtrain.rundir import RunDirectory
 from lmtrain.sampling import sample_text
 
+LN2 = math.log(2.0)
 MAX_CONSECUTIVE_SKIPS = 10
 """With `on_nonfinite: skip`, this many non-finite batches in a row stop training anyway."""
 

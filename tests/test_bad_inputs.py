@@ -266,6 +266,14 @@ SAMPLING_CASES = [
     Case("temperature negative", lambda f, c, k: ["sample", k, "--temperature", "-2"], 2, ("--temperature",)),
     Case("temperature nan", lambda f, c, k: ["sample", k, "--temperature", "nan"], 2, ("--temperature",)),
     Case("length 0", lambda f, c, k: ["sample", k, "--length", "0"], 2, ("--length must be at least 1",)),
+    Case("top-k 0", lambda f, c, k: ["sample", k, "--top-k", "0"], 2, ("--top-k must be between 1 and",)),
+    Case(
+        "top-k above vocab", lambda f, c, k: ["sample", k, "--top-k", "99999"], 2, ("--top-k", "(got 99999)")
+    ),
+    Case("top-p 0", lambda f, c, k: ["sample", k, "--top-p", "0"], 2, ("--top-p must be in (0, 1]",)),
+    Case("top-p above 1", lambda f, c, k: ["sample", k, "--top-p", "1.5"], 2, ("--top-p must be in (0, 1]",)),
+    Case("empty prompt for score", lambda f, c, k: ["score", k, ""], 2, ("the input is empty",)),
+    Case("nothing to score", lambda f, c, k: ["score", k], 2, ("nothing to score",)),
     Case(
         "prompt with unknown words",
         lambda f, c, k: ["sample", k, "--prime", "the unicorn"],
@@ -305,6 +313,12 @@ RUN_DIR_CASES = [
         lambda f, c, k: ["train", config_file(f, c), f"run_dir={write(f / 'file', 'x')}"],
         2,
         ("is a file",),
+    ),
+    Case(
+        "run dir not writable",
+        lambda f, c, k: ["train", config_file(f, c), f"run_dir={write(f / 'file', 'x') / 'run'}"],
+        2,
+        ("is not writable",),
     ),
     Case(
         "resume with nothing to resume",
