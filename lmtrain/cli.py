@@ -328,7 +328,8 @@ def score(
 
     Word models score the words, each line break as <eos>, and a final <eos>, each word predicted after
     the <eos> that starts a line; character models score the characters and a final line break,
-    after a line break. Compare texts of similar length by total log P.
+    after a line break. Compare texts of similar length by total log P. A bidirectional checkpoint also
+    reports its backward model's score (right to left).
     """
     from lmtrain.scoring import format_scores, read_inputs, score_texts, scores_to_dict
 
@@ -372,7 +373,10 @@ def eval_command(
     ] = False,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
 ) -> None:
-    """Perplexity (and bits per character) of a text, read with the carried state the trainer uses."""
+    """Perplexity (and bits per character) of a text, read with the carried state the trainer uses.
+
+    A bidirectional checkpoint reports the mean of its two directions' losses, as the trainer does.
+    """
     from lmtrain.evaluation import evaluate_file, split_path
 
     with user_errors():
