@@ -23,7 +23,9 @@ ungrammatical twin can be built; the others follow from the structure when it is
 Sentences are built as structures (`Sentence`, `NounPhrase`, `PrepositionalPhrase`, `RelativeClause`)
 and only then rendered to tokens, so the subject, the verb and the words between them are known without
 parsing text. `make_minimal_pair` uses this to build probe pairs with an exact number of words between
-subject and verb. All words are lowercase; "." is the only punctuation token.
+subject and verb, and `agreement_test_set` collects them into a deterministic test set by distance and
+attractor condition (what `lmtrain probe` scores). All words are lowercase; "." is the only punctuation
+token.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 # --- Lexicon -------------------------------------------------------------------------------------
@@ -394,12 +397,82 @@ def _intervening_phrase(
     return RelativeClause(rng.choice(TRANSITIVE_VERBS), subject=subject)
 
 
+# --- Agreement test sets ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbePair:
+    """A minimal pair of a test set: two sentences that differ only in the main verb's number.
+
+    `attractors` is True when every noun between subject and verb has the other number ("the cat near
+    the tables is"), False when they all have the subject's number, and None when no noun stands
+    between them (distances 0 and 1).
+    """
+
+    grammatical: tuple[str, ...]
+    ungrammatical: tuple[str, ...]
+    verb_index: int
+    distance: int
+    attractors: bool | None
+
+    @property
+    def plural(self) -> bool:
+        """Whether the grammatical verb (and the subject) is plural."""
+        return bool(word_number(self.grammatical[self.verb_index]))
+
+
+def probe_conditions(distance: int) -> tuple[bool | None, ...]:
+    """The attractor conditions a distance has: none below 2 (no noun fits), else without and with."""
+    return (None,) if distance < 2 else (False, True)
+
+
+def agreement_test_set(
+    distances: tuple[int, ...], pairs_per_condition: int, seed: int, exclude: frozenset[str] = frozenset()
+) -> list[ProbePair]:
+    """`pairs_per_condition` distinct minimal pairs for every distance and attractor condition.
+
+    Each (distance, condition) draws from its own generator, seeded with the seed, the distance and
+    the condition, so a set with more distances holds the same pairs for the distances it shares with
+    a smaller one. Grammatical sentences found in `exclude` (lines of space-separated tokens, such as
+    a training text) are drawn again. Raises ValueError when a distance cannot be built or has fewer
+    distinct sentences than asked for (distance 0 has about 2,600).
+    """
+    pairs = []
+    for distance in distances:
+        for attractors in probe_conditions(distance):
+            rng = random.Random(f"agreement-probe/{seed}/{distance}/{attractors}")
+            seen: set[str] = set()
+            for _attempt in range(50 * pairs_per_condition + 1000):
+                if len(seen) == pairs_per_condition:
+                    break
+                grammatical, ungrammatical, verb_index = make_minimal_pair(rng, distance, bool(attractors))
+                line = " ".join(grammatical)
+                if line in seen or line in exclude:
+                    continue
+                seen.add(line)
+                pairs.append(
+                    ProbePair(tuple(grammatical), tuple(ungrammatical), verb_index, distance, attractors)
+                )
+            if len(seen) < pairs_per_condition:
+                raise ValueError(
+                    f"distance {distance} has fewer than {pairs_per_condition} distinct pairs that are not "
+                    f"excluded (found {len(seen)}); ask for fewer pairs"
+                )
+    return pairs
+
+
 # --- The bundled corpus -----------------------------------------------------------------------------
 
 DEFAULT_SEED = 1234
 DEFAULT_SIZES = {"train": 13_600, "valid": 1_360, "test": 1_360}
 """Sentences per split of the bundled corpus: about 120,000 / 12,000 / 12,000 words."""
 DEFAULT_MAX_DEPTH = 2
+
+
+@lru_cache(maxsize=1)
+def bundled_training_sentences() -> frozenset[str]:
+    """The lines of the bundled `train.txt`, regenerated from its seed (the file is not read)."""
+    return frozenset(generate_corpus(DEFAULT_SIZES["train"], DEFAULT_SEED, DEFAULT_MAX_DEPTH))
 
 
 def write_corpus(

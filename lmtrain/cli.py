@@ -412,6 +412,126 @@ def eval_command(
         typer.echo(detail)
 
 
+@app.command()
+def probe(
+    checkpoint: Annotated[
+        Path, typer.Argument(metavar="CHECKPOINT", help="A word-level checkpoint written by `lmtrain train`.")
+    ],
+    distances: Annotated[
+        str, typer.Option(help="Comma-separated numbers of words between subject and verb.")
+    ] = "0,1,2,4,8,12,16",
+    pairs_per_distance: Annotated[
+        int,
+        typer.Option(
+            "--pairs-per-distance", help="Minimal pairs per distance and attractor condition (distinct)."
+        ),
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the test set: the same seed gives the same pairs.")] = 0,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of the table.")
+    ] = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write a PNG plot of accuracy against distance to FILE.")
+    ] = None,
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option(
+            "--tensorboard",
+            help="Write the plot and the accuracies as TensorBoard events into this folder, at the "
+            "checkpoint's step (give the run directory to see them beside its training curves).",
+        ),
+    ] = None,
+    unknown: Annotated[
+        str,
+        typer.Option(
+            help="Probe words outside the vocabulary: error (name them and stop) or skip (drop those pairs)."
+        ),
+    ] = "error",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
+) -> None:
+    """Subject-verb agreement across distance: how often the model prefers the grammatical verb.
+
+    Scores minimal pairs from the agreement grammar ("the cat near the tables is" / "... are") that
+    put 0, 1, 2, 4, 8, ... words between subject and verb, with the nouns between of the subject's
+    number (no attractors) or the other number (attractors). A pair is correct when the grammatical
+    verb is more probable after the shared prefix.
+    """
+    from lmtrain.checkpoint import load_checkpoint, restore_model
+    from lmtrain.probe import (
+        accuracy_figure,
+        build_test_set,
+        format_table,
+        known_pairs,
+        model_scorer,
+        parse_distances,
+        probe_to_dict,
+        run_probe,
+    )
+
+    with user_errors():
+        chosen = parse_distances(distances)
+        pairs = build_test_set(chosen, pairs_per_distance, seed)
+        content = load_checkpoint(checkpoint)
+        model, tokenizer, config = restore_model(content, inference_device(device))
+        pairs, skipped = known_pairs(pairs, tokenizer, unknown)
+        cells = run_probe(pairs, model_scorer(model, tokenizer))
+        step = int((content.get("progress") or {}).get("step", 0))
+        what = f"{config.model.cell}, {config.model.num_layers} x {config.model.hidden_size}, step {step}"
+        figure = None
+        if plot is not None or tensorboard is not None:
+            figure = accuracy_figure(cells, f"agreement probe: {what}")
+        if plot is not None:
+            write_figure(figure, plot)
+        if tensorboard is not None:
+            log_probe(tensorboard, step, cells, figure)
+        if json_output:
+            report = {
+                "checkpoint": str(checkpoint),
+                "step": step,
+                "seed": seed,
+                "pairs_per_distance": pairs_per_distance,
+                "skipped_pairs": skipped,
+                **probe_to_dict(cells),
+            }
+            typer.echo(json.dumps(report, indent=2))
+        else:
+            typer.echo(f"agreement probe of {checkpoint} ({what}); seed {seed}")
+            typer.echo("accuracy: share of pairs whose grammatical verb is more probable [95% interval]")
+            typer.echo(format_table(cells))
+            if skipped:
+                typer.echo(f"skipped {skipped} pair(s) with words outside the vocabulary (--unknown skip)")
+        if plot is not None:
+            typer.echo(f"wrote {plot}", err=True)
+
+
+def write_figure(figure, path: Path) -> None:
+    """Write a canvas as a PNG file; an unwritable path is a ConfigError."""
+    from lmtrain.png import write_png
+
+    try:
+        write_png(figure.pixels, path)
+    except OSError as error:
+        raise ConfigError(f"cannot write --plot {path}: {error.strerror or error}") from None
+
+
+def log_probe(folder: Path, step: int, cells, figure) -> None:
+    """The probe's plot (`probe/accuracy`) and one scalar per cell (`probe/d08_attractors`, ...)."""
+    from lmtrain.metrics import TensorBoardLogger
+
+    names = {None: "nothing_between", False: "no_attractors", True: "attractors"}
+    try:
+        logger = TensorBoardLogger(folder)
+    except OSError as error:
+        raise ConfigError(f"cannot write --tensorboard {folder}: {error.strerror or error}") from None
+    try:
+        logger.scalars(
+            step, {f"probe/d{cell.distance:02d}_{names[cell.attractors]}": cell.accuracy for cell in cells}
+        )
+        logger.image(step, "probe/accuracy", figure.pixels)
+    finally:
+        logger.close()
+
+
 def shown_path(path: Path) -> Path:
     """`path` relative to the working directory when it lies inside it, as the user would type it."""
     try:
