@@ -426,6 +426,10 @@ def probe_conditions(distance: int) -> tuple[bool | None, ...]:
     return (None,) if distance < 2 else (False, True)
 
 
+MAX_FAILED_DRAWS = 1000
+"""Draws in a row that repeat a pair or hit an excluded sentence before `agreement_test_set` gives up."""
+
+
 def agreement_test_set(
     distances: tuple[int, ...], pairs_per_condition: int, seed: int, exclude: frozenset[str] = frozenset()
 ) -> list[ProbePair]:
@@ -442,13 +446,14 @@ def agreement_test_set(
         for attractors in probe_conditions(distance):
             rng = random.Random(f"agreement-probe/{seed}/{distance}/{attractors}")
             seen: set[str] = set()
-            for _attempt in range(50 * pairs_per_condition + 1000):
-                if len(seen) == pairs_per_condition:
-                    break
+            failures = 0  # draws in a row that gave nothing new: many mean the distance has run out
+            while len(seen) < pairs_per_condition and failures < MAX_FAILED_DRAWS:
                 grammatical, ungrammatical, verb_index = make_minimal_pair(rng, distance, bool(attractors))
                 line = " ".join(grammatical)
                 if line in seen or line in exclude:
+                    failures += 1
                     continue
+                failures = 0
                 seen.add(line)
                 pairs.append(
                     ProbePair(tuple(grammatical), tuple(ungrammatical), verb_index, distance, attractors)

@@ -30,13 +30,15 @@ PALETTE: tuple[Color, ...] = ((214, 39, 40), (44, 160, 44), (31, 119, 180), (255
 
 @dataclass
 class Series:
-    """One line: `points` (x, y) in data coordinates, an optional (low, high) error bar per point."""
+    """One line: `points` (x, y) in data coordinates, an optional (low, high) error bar per point, and
+    a square marker on every point unless `markers` is False."""
 
     label: str
     points: list[tuple[float, float]]
     color: Color
     dashed: bool = False
     errors: list[tuple[float, float]] | None = None
+    markers: bool = True
 
 
 @dataclass
@@ -142,7 +144,8 @@ def line_chart(
                 canvas.fill(round(x), high, round(x) + 1, low + 1, entry.color)
                 canvas.fill(round(x) - 3, high, round(x) + 4, high + 1, entry.color)
                 canvas.fill(round(x) - 3, low, round(x) + 4, low + 1, entry.color)
-            canvas.fill(round(x) - 3, round(y) - 3, round(x) + 4, round(y) + 4, entry.color)
+            if entry.markers:
+                canvas.fill(round(x) - 3, round(y) - 3, round(x) + 4, round(y) + 4, entry.color)
 
     legend_top = x_label_y + LINE_HEIGHT + 4
     for row_index, row in enumerate(rows):

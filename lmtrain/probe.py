@@ -57,7 +57,9 @@ class ProbeCell:
         n, p, z2 = self.pairs, self.accuracy, Z_95**2
         centre = (p + z2 / (2 * n)) / (1 + z2 / n)
         half = Z_95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-        return max(centre - half, 0.0), min(centre + half, 1.0)
+        low = 0.0 if self.correct == 0 else max(centre - half, 0.0)
+        high = 1.0 if self.correct == n else min(centre + half, 1.0)
+        return low, high
 
     def to_dict(self) -> dict:
         low, high = self.interval
@@ -213,11 +215,15 @@ def probe_to_dict(cells: list[ProbeCell]) -> dict:
 
 
 def accuracy_series(
-    cells: list[ProbeCell], positions: dict[int, int], name: str, colors: tuple[Color, Color]
+    cells: list[ProbeCell],
+    positions: dict[int, float],
+    name: str,
+    colors: tuple[Color, Color],
+    shift: float = 0.0,
 ) -> list[Series]:
     """Two lines for one model: without attractors (dashed, `colors[0]`) and with them (solid,
     `colors[1]`), with 95% error bars. The points at distances without nouns between (0 and 1) start
-    both lines.
+    both lines. `shift` moves the points sideways so that several models' error bars stay apart.
     """
     series = []
     conditions = ((False, "no attractors", True, colors[0]), (True, "attractors", False, colors[1]))
@@ -228,7 +234,7 @@ def accuracy_series(
         series.append(
             Series(
                 f"{name} {suffix}".strip(),
-                [(positions[cell.distance], cell.accuracy) for cell in chosen],
+                [(positions[cell.distance] + shift, cell.accuracy) for cell in chosen],
                 color,
                 dashed=dashed,
                 errors=[cell.interval for cell in chosen],
@@ -258,7 +264,8 @@ def draw_accuracy_chart(
         # One model: a colour per condition; several: a colour per model, the condition by the dashes.
         color = PALETTE[index % len(PALETTE)]
         colors = (PALETTE[2], PALETTE[0]) if len(results) == 1 else (color, color)
-        series += accuracy_series(cells, positions, name, colors)
+        shift = 0.08 * (index - (len(results) - 1) / 2)
+        series += accuracy_series(cells, positions, name, colors, shift)
     line_chart(canvas, box, title, x_axis, ACCURACY_AXIS, series, reference=0.5)
 
 

@@ -15,9 +15,12 @@ from lmtrain.agreement import (
     INTRANSITIVE_VERBS,
     NOUNS,
     TRANSITIVE_VERBS,
+    agreement_test_set,
+    bundled_training_sentences,
     generate_corpus,
     generate_sentence,
     make_minimal_pair,
+    probe_conditions,
     sample_pair_sentence,
     sample_sentence,
     split_distance,
@@ -131,3 +134,56 @@ def test_split_distance_sums_exactly_and_rejects_unreachable_distances():
         split_distance(rng, 1)
     with pytest.raises(ValueError):
         make_minimal_pair(rng, -1)
+
+
+def test_test_set_has_distinct_pairs_per_distance_and_condition_and_is_deterministic():
+    distances = (0, 1, 2, 8)
+    pairs = agreement_test_set(distances, 30, seed=5)
+    assert pairs == agreement_test_set(distances, 30, seed=5)
+    assert pairs != agreement_test_set(distances, 30, seed=6)
+    groups: dict = {}
+    for pair in pairs:
+        groups.setdefault((pair.distance, pair.attractors), []).append(" ".join(pair.grammatical))
+    assert list(groups) == [(0, None), (1, None), (2, False), (2, True), (8, False), (8, True)]
+    for (distance, _), lines in groups.items():
+        assert len(lines) == 30 and len(set(lines)) == 30
+        assert probe_conditions(distance) == ((None,) if distance < 2 else (False, True))
+
+
+def test_test_set_pairs_differ_in_one_verb_and_both_forms_are_in_the_vocabulary():
+    known = set(vocabulary())
+    for pair in agreement_test_set((0, 1, 2, 4, 8, 16), 40, seed=0):
+        differing = [
+            i for i, (a, b) in enumerate(zip(pair.grammatical, pair.ungrammatical, strict=True)) if a != b
+        ]
+        assert differing == [pair.verb_index]
+        assert set(pair.grammatical) <= known and set(pair.ungrammatical) <= known
+        assert pair.verb_index - 2 == pair.distance
+        assert pair.plural == word_number(pair.grammatical[1])
+        between = {word_number(word) for word in pair.grammatical[2 : pair.verb_index]} - {None}
+        expected = {None: set(), False: {pair.plural}, True: {not pair.plural}}[pair.attractors]
+        assert between == expected
+
+
+def test_more_distances_keep_the_pairs_of_the_shared_ones():
+    small = agreement_test_set((2, 8), 20, seed=1)
+    large = agreement_test_set((0, 2, 4, 8), 20, seed=1)
+    assert [pair for pair in large if pair.distance in (2, 8)] == small
+
+
+def test_excluded_sentences_are_never_drawn_and_a_small_space_runs_out():
+    everything = {" ".join(pair.grammatical) for pair in agreement_test_set((0,), 300, seed=2)}
+    again = agreement_test_set((0,), 300, seed=2, exclude=frozenset(list(everything)[:100]))
+    assert not {" ".join(pair.grammatical) for pair in again} & set(list(everything)[:100])
+    with pytest.raises(ValueError, match="fewer than 5000 distinct pairs"):
+        agreement_test_set((0,), 5000, seed=0)
+
+
+def test_no_probe_sentence_is_a_line_of_the_bundled_training_text():
+    training = bundled_training_sentences()
+    assert training == set((DATA / "train.txt").read_text(encoding="utf-8").splitlines())
+    pairs = agreement_test_set((0, 1, 2), 200, seed=0, exclude=training)
+    assert not {" ".join(pair.grammatical) for pair in pairs} & training
+    # Without the exclusion, short pairs would often be copies of training lines.
+    unexcluded = agreement_test_set((0,), 200, seed=0)
+    assert sum(" ".join(pair.grammatical) in training for pair in unexcluded) > 10

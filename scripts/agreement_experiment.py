@@ -1,0 +1,227 @@
+"""Does a gated cell remember the subject's number better than a vanilla RNN? One reproducible run.
+
+    OMP_NUM_THREADS=1 python scripts/agreement_experiment.py
+
+Trains word-level `rnn`, `gru` and `lstm` models on the bundled agreement corpus with the same data,
+seed and training recipe (the quickstart config with the overrides below) and the same parameter
+budget: the LSTM's hidden size is given, and the others' are chosen so that their whole models
+(embedding, recurrent layer, decoder) have the nearest number of trained parameters. Then, for each:
+
+- the agreement probe (`lmtrain probe`): accuracy by distance, with and without attractors;
+- the gradient flow g<t> = ‖∂L<T>/∂a<t>‖ (`lmtrain.grad_flow`), averaged over the same validation
+  windows, before training (same seed) and after.
+
+Writes one PNG with both charts side by side (`--figure`) and prints Markdown tables for the README.
+Runs go to `--runs` (one folder per cell, TensorBoard logs included; earlier ones are overwritten), with
+every number in `RUNS/results.json`; `--report-only` redraws the figure and tables from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from lmtrain.batching import batchify, get_batch
+from lmtrain.canvas import Canvas
+from lmtrain.charts import PALETTE, Axis, Series, decade_axis, line_chart
+from lmtrain.checkpoint import load_checkpoint, restore_model
+from lmtrain.config import Config, load_config
+from lmtrain.corpus import load_corpus
+from lmtrain.grad_flow import gradient_flow
+from lmtrain.model import RNNLanguageModel
+from lmtrain.png import write_png
+from lmtrain.probe import (
+    ProbeCell,
+    build_test_set,
+    cell_table,
+    draw_accuracy_chart,
+    known_pairs,
+    model_scorer,
+    run_probe,
+)
+from lmtrain.trainer import train
+
+ROOT = Path(__file__).resolve().parent.parent
+CELLS = ("rnn", "gru", "lstm")
+DISTANCES = (0, 1, 2, 4, 8, 12, 16)
+
+
+def trained_parameters(model: torch.nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+
+
+def model_size(config: Config, vocab_size: int, cell: str, hidden_size: int) -> int:
+    model_config = config.model.model_copy(update={"cell": cell, "hidden_size": hidden_size})
+    return trained_parameters(RNNLanguageModel.from_config(vocab_size, model_config))
+
+
+def matching_hidden_size(config: Config, vocab_size: int, cell: str, budget: int) -> int:
+    """The hidden size whose model has the number of trained parameters nearest to `budget`."""
+    low, high = 1, 4096  # the count grows with the hidden size: bisect for the first one at or above
+    while low < high:
+        middle = (low + high) // 2
+        if model_size(config, vocab_size, cell, middle) < budget:
+            low = middle + 1
+        else:
+            high = middle
+    candidates = [size for size in (low - 1, low) if size >= 1]
+    return min(candidates, key=lambda size: abs(model_size(config, vocab_size, cell, size) - budget))
+
+
+def mean_gradient_flow(model: RNNLanguageModel, valid: torch.Tensor, windows: int, batch: int, bptt: int):
+    """g<t> averaged over the first `windows` windows of the validation text, each from a zero state."""
+    source = batchify(valid, batch)
+    norms = [gradient_flow(model, *get_batch(source, i * bptt, bptt)) for i in range(windows)]
+    return torch.stack(norms).mean(0)
+
+
+def flow_chart(canvas: Canvas, box, before: dict[str, list[float]], after: dict[str, list[float]]) -> None:
+    values = [value for flows in (before, after) for norms in flows.values() for value in norms]
+    steps = len(next(iter(after.values())))
+    series = []
+    for index, cell in enumerate(after):
+        for label, flows, dashed in (("untrained", before, True), ("trained", after, False)):
+            points = [(t, norm) for t, norm in enumerate(flows[cell], start=1)]
+            series.append(Series(f"{cell} {label}", points, PALETTE[index], dashed=dashed, markers=False))
+    ticks = [(t, str(t)) for t in (1, *range(5, steps, 5), steps)]
+    x_axis = Axis(0.5, steps + 0.5, ticks, f"step t of the window (the loss is at t = {steps})")
+    line_chart(canvas, box, "gradient flow |dL<T>/da<t>|", x_axis, decade_axis(values, "norm"), series)
+
+
+def accuracy_rows(results: dict[str, list[ProbeCell]]) -> list[str]:
+    names = {None: "nothing between", False: "no attractors", True: "attractors"}
+    by_cell = {cell: cell_table(cells) for cell, cells in results.items()}
+    first = next(iter(by_cell.values()))
+    rows = []
+    for distance, conditions in sorted(first.items()):
+        for condition in conditions:
+            entries = []
+            for table in by_cell.values():
+                result = table[distance][condition]
+                low, high = result.interval
+                entries.append(f"{result.accuracy:.3f} [{low:.2f}, {high:.2f}]")
+            rows.append(f"| {distance} | {names[condition]} | " + " | ".join(entries) + " |")
+    return rows
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Train the three models, probe them and measure their gradient flow: the experiment's numbers."""
+    base = load_config(
+        ROOT / "configs" / "quickstart.yaml",
+        [
+            f"model.embedding_size={args.embedding}",
+            f"train.epochs={args.epochs}",
+            f"train.seed={args.seed}",
+            "train.device=cpu",
+            "log.grad_flow=true",
+            "log.sample_length=0",
+        ],
+    )
+    corpus = load_corpus(base.data)
+    vocab_size = corpus.tokenizer.vocab_size
+    budget = model_size(base, vocab_size, "lstm", args.lstm_hidden)
+    pairs = build_test_set(DISTANCES, args.pairs, seed=0)
+    bptt, batch = base.train.bptt, 32
+    runs = {}
+    for cell in CELLS:
+        hidden = matching_hidden_size(base, vocab_size, cell, budget)
+        size = model_size(base, vocab_size, cell, hidden)
+        print(
+            f"{cell}: hidden {hidden}, {size:,} trained parameters ({size / budget - 1:+.1%} of the lstm's)"
+        )
+        overrides = {"cell": cell, "hidden_size": hidden}
+        config = base.model_copy(
+            update={"model": base.model.model_copy(update=overrides), "run_dir": args.runs / cell}
+        )
+        torch.manual_seed(config.train.seed)  # the untrained model the trainer starts from
+        untrained = RNNLanguageModel.from_config(vocab_size, config.model)
+        before = mean_gradient_flow(untrained, corpus.valid, 10, batch, bptt)
+
+        started = time.perf_counter()
+        result = train(config, overwrite=True, report=lambda line: None, show_progress=False)
+        seconds = time.perf_counter() - started
+        model, tokenizer, _ = restore_model(load_checkpoint(Path(config.run_dir) / "best.pt"))
+        known, _ = known_pairs(pairs, tokenizer, "error")
+        probe_cells = run_probe(known, model_scorer(model, tokenizer))
+        after = mean_gradient_flow(model, corpus.valid, 10, batch, bptt)
+        perplexity = math.exp(result.best_valid_loss)
+        print(f"{cell}: {result.steps} steps in {seconds:.0f} s, best valid perplexity {perplexity:.2f}")
+        runs[cell] = {
+            "hidden_size": hidden,
+            "parameters": size,
+            "steps": result.steps,
+            "seconds": seconds,
+            "best_valid_perplexity": perplexity,
+            "probe": [probe_cell.to_dict() for probe_cell in probe_cells],
+            "grad_flow_untrained": before.tolist(),
+            "grad_flow_trained": after.tolist(),
+        }
+    return {"arguments": {k: str(v) for k, v in vars(args).items()}, "runs": runs}
+
+
+def report(measured: dict, figure: Path) -> None:
+    """The PNG (probe accuracy and gradient flow side by side) and the Markdown tables."""
+    runs = measured["runs"]
+    results = {
+        cell: [ProbeCell(c["distance"], c["attractors"], c["pairs"], c["correct"]) for c in run["probe"]]
+        for cell, run in runs.items()
+    }
+    canvas = Canvas(1280, 520)
+    draw_accuracy_chart(canvas, (0, 0, 640, 520), results, "agreement probe: accuracy by distance")
+    before = {cell: run["grad_flow_untrained"] for cell, run in runs.items()}
+    after = {cell: run["grad_flow_trained"] for cell, run in runs.items()}
+    flow_chart(canvas, (640, 0, 640, 520), before, after)
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    write_png(canvas.pixels, figure)
+    print(f"wrote {figure} ({figure.stat().st_size:,} bytes)\n")
+
+    def row(name: str, values) -> str:
+        return f"| {name} | " + " | ".join(values) + " |"
+
+    cells = list(runs)
+    print(row("", [f"`{cell}`" for cell in cells]))
+    print("|---|" + "---:|" * len(cells))
+    print(row("hidden size", [str(runs[cell]["hidden_size"]) for cell in cells]))
+    print(row("trained parameters", [f"{runs[cell]['parameters']:,}" for cell in cells]))
+    print(row("best valid perplexity", [f"{runs[cell]['best_valid_perplexity']:.2f}" for cell in cells]))
+    print(row("training time", [f"{runs[cell]['seconds']:.0f} s" for cell in cells]))
+    for back in (5, 10, 20):
+        ratios = [after[cell][-1 - back] / after[cell][-1] for cell in cells]
+        print(row(f"g<T-{back}> / g<T>, trained", [f"{ratio:.1e}" for ratio in ratios]))
+    print()
+    print("| distance | nouns between | " + " | ".join(f"`{cell}`" for cell in cells) + " |")
+    print("|---:|---|" + "---:|" * len(cells))
+    print("\n".join(accuracy_rows(results)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=Path, default=Path("runs/agreement"), help="one run folder per cell")
+    parser.add_argument("--figure", type=Path, default=Path("docs/agreement-experiment.png"))
+    parser.add_argument("--lstm-hidden", type=int, default=128, help="sets the parameter budget")
+    parser.add_argument("--embedding", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--pairs", type=int, default=200, help="probe pairs per distance and condition")
+    parser.add_argument("--seed", type=int, default=1337, help="training seed (the probe uses seed 0)")
+    parser.add_argument(
+        "--report-only", action="store_true", help="redraw the figure and tables from RUNS/results.json"
+    )
+    args = parser.parse_args(argv)
+    results_file = args.runs / "results.json"
+    if args.report_only:
+        measured = json.loads(results_file.read_text(encoding="utf-8"))
+    else:
+        measured = measure(args)
+        results_file.write_text(json.dumps(measured, indent=1), encoding="utf-8")
+    report(measured, args.figure)
+
+
+if __name__ == "__main__":
+    main()
