@@ -250,7 +250,11 @@ def distance_axis(distances: list[int]) -> tuple[Axis, dict[int, int]]:
     return Axis(-0.3, len(positions) - 0.7, ticks, "words between subject and verb"), positions
 
 
-ACCURACY_AXIS = Axis(0.0, 1.0, [(value / 4, f"{value / 4:.2f}") for value in range(5)], "accuracy")
+def accuracy_axis(lowest: float) -> Axis:
+    """From chance (0.5), or lower in steps of 0.1 when an accuracy falls below it, to 1."""
+    low = min(0.5, math.floor(lowest * 10) / 10)
+    ticks = [(tenths / 10, f"{tenths / 10:.1f}") for tenths in range(round(low * 10), 11)]
+    return Axis(low, 1.0, ticks, "accuracy")
 
 
 def draw_accuracy_chart(
@@ -266,7 +270,8 @@ def draw_accuracy_chart(
         colors = (PALETTE[2], PALETTE[0]) if len(results) == 1 else (color, color)
         shift = 0.08 * (index - (len(results) - 1) / 2)
         series += accuracy_series(cells, positions, name, colors, shift)
-    line_chart(canvas, box, title, x_axis, ACCURACY_AXIS, series, reference=0.5)
+    lowest = min(low for cells in results.values() for cell in cells for low, _ in [cell.interval])
+    line_chart(canvas, box, title, x_axis, accuracy_axis(lowest), series, reference=0.5)
 
 
 def accuracy_figure(cells: list[ProbeCell], title: str, width: int = 640, height: int = 420) -> Canvas:

@@ -283,6 +283,83 @@ SAMPLING_CASES = [
 ]
 
 
+def char_checkpoint(folder: Path, corpus: Path) -> Path:
+    """A character model trained for one step."""
+    config = config_file(folder, corpus, data={"tokenizer": "char"}, train={"max_steps": 1})
+    result = runner.invoke(app, ["train", str(config), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return folder / "run" / "best.pt"
+
+
+def checkpoint_without_is(folder: Path, corpus: Path) -> Path:
+    """A word model trained for one step on text without the word "is", which the probe needs."""
+    lines = (corpus / "train.txt").read_text(encoding="utf-8").splitlines()
+    train = write(folder / "no-is.txt", "".join(line + "\n" for line in lines if "is" not in line.split()))
+    config = data_config(folder, corpus, train=train)
+    result = runner.invoke(app, ["train", str(config), "train.max_steps=1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return folder / "run" / "best.pt"
+
+
+PROBE_CASES = [
+    Case(
+        "probe a character checkpoint",
+        lambda f, c, k: ["probe", char_checkpoint(f, c)],
+        2,
+        ("needs a word-level checkpoint", "character model"),
+    ),
+    Case("probe checkpoint missing", lambda f, c, k: ["probe", f / "nope.pt"], 1, ("does not exist",)),
+    Case(
+        "probe distances not numbers",
+        lambda f, c, k: ["probe", k, "--distances", "0,two"],
+        2,
+        ("--distances must be comma-separated whole numbers", "'0,two'"),
+    ),
+    Case(
+        "probe negative distance",
+        lambda f, c, k: ["probe", k, "--distances", "2,-4"],
+        2,
+        ("--distances must be 0 or more (got -4)",),
+    ),
+    Case("probe no pairs", lambda f, c, k: ["probe", k, "--pairs-per-distance", "0"], 2, ("at least 1",)),
+    Case(
+        "probe more pairs than exist",
+        lambda f, c, k: ["probe", k, "--distances", "0", "--pairs-per-distance", "5000"],
+        2,
+        ("distance 0 has fewer than 5000 distinct pairs",),
+    ),
+    Case(
+        "probe words outside the vocabulary",
+        lambda f, c, k: ["probe", checkpoint_without_is(f, c), "--distances", "0,2"],
+        2,
+        ("not all in the model's vocabulary: 'is'", "--unknown skip"),
+    ),
+    Case(
+        "probe unknown mode",
+        lambda f, c, k: ["probe", k, "--unknown", "map"],
+        2,
+        ("--unknown must be error or skip",),
+    ),
+    Case(
+        "probe plot not writable",
+        lambda f, c, k: [
+            "probe",
+            k,
+            "--distances",
+            "0",
+            "--pairs-per-distance",
+            "5",
+            "--unknown",
+            "skip",
+            "--plot",
+            f / "missing" / "plot.png",
+        ],
+        2,
+        ("cannot write --plot", "No such file or directory"),
+    ),  # fmt: skip
+]
+
+
 def run_dir_with_run(folder: Path, corpus: Path) -> Path:
     config = config_file(folder, corpus)
     write(folder / "run" / "last.pt", b"earlier run")
@@ -328,7 +405,7 @@ RUN_DIR_CASES = [
     ),
 ]
 
-ALL_CASES = CONFIG_CASES + DATA_CASES + CHECKPOINT_CASES + SAMPLING_CASES + RUN_DIR_CASES
+ALL_CASES = CONFIG_CASES + DATA_CASES + CHECKPOINT_CASES + SAMPLING_CASES + PROBE_CASES + RUN_DIR_CASES
 
 
 @pytest.fixture(scope="module")
