@@ -214,15 +214,24 @@ def probe_to_dict(cells: list[ProbeCell]) -> dict:
     }
 
 
+ErrorBar = Callable[[str, ProbeCell], tuple[float, float]]
+"""The (low, high) error bar of a model's cell; by default its 95% Wilson interval."""
+
+
+def wilson_bar(name: str, cell: ProbeCell) -> tuple[float, float]:
+    return cell.interval
+
+
 def accuracy_series(
     cells: list[ProbeCell],
     positions: dict[int, float],
     name: str,
     colors: tuple[Color, Color],
     shift: float = 0.0,
+    error_bar: ErrorBar = wilson_bar,
 ) -> list[Series]:
     """Two lines for one model: without attractors (dashed, `colors[0]`) and with them (solid,
-    `colors[1]`), with 95% error bars. The points at distances without nouns between (0 and 1) start
+    `colors[1]`), with error bars. The points at distances without nouns between (0 and 1) start
     both lines. `shift` moves the points sideways so that several models' error bars stay apart.
     """
     series = []
@@ -237,7 +246,7 @@ def accuracy_series(
                 [(positions[cell.distance] + shift, cell.accuracy) for cell in chosen],
                 color,
                 dashed=dashed,
-                errors=[cell.interval for cell in chosen],
+                errors=[error_bar(name, cell) for cell in chosen],
             )
         )
     return series
@@ -258,7 +267,11 @@ def accuracy_axis(lowest: float) -> Axis:
 
 
 def draw_accuracy_chart(
-    canvas: Canvas, box: tuple[int, int, int, int], results: dict[str, list[ProbeCell]], title: str
+    canvas: Canvas,
+    box: tuple[int, int, int, int],
+    results: dict[str, list[ProbeCell]],
+    title: str,
+    error_bar: ErrorBar = wilson_bar,
 ) -> None:
     """Accuracy against distance for one or more models (`results`: name -> cells), chance dashed at 0.5."""
     distances = sorted({cell.distance for cells in results.values() for cell in cells})
@@ -269,8 +282,8 @@ def draw_accuracy_chart(
         color = PALETTE[index % len(PALETTE)]
         colors = (PALETTE[2], PALETTE[0]) if len(results) == 1 else (color, color)
         shift = 0.08 * (index - (len(results) - 1) / 2)
-        series += accuracy_series(cells, positions, name, colors, shift)
-    lowest = min(low for cells in results.values() for cell in cells for low, _ in [cell.interval])
+        series += accuracy_series(cells, positions, name, colors, shift, error_bar)
+    lowest = min(error_bar(name, cell)[0] for name, cells in results.items() for cell in cells)
     line_chart(canvas, box, title, x_axis, accuracy_axis(lowest), series, reference=0.5)
 
 
