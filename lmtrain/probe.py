@@ -33,8 +33,6 @@ from lmtrain.tokenizer import Tokenizer, WordTokenizer, format_tokens
 Scorer = Callable[[list[list[str]]], list[float]]
 """Log-probability (any base, any monotone score) of each token sequence, read from the start of a line."""
 
-DEFAULT_DISTANCES = (0, 1, 2, 4, 8, 12, 16)
-DEFAULT_PAIRS = 200
 Z_95 = 1.959964  # the standard normal's 97.5% quantile
 
 
