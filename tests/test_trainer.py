@@ -386,8 +386,20 @@ def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
     assert bf16.keywords == {"device_type": "cuda", "dtype": torch.bfloat16}
 
 
-def test_bf16_autocast_trains_a_gru_and_carries_fp32_state(tiny_corpus, tmp_path, monkeypatch):
-    """The bf16 path, run under CPU autocast as a stand-in for CUDA's (no GPU in the test suite)."""
+BF16_MODELS = {
+    "gru": {"cell": "gru"},
+    "gru-cudnn": {"cell": "gru", "gru_variant": "cudnn"},
+    "lstm": {"cell": "lstm"},
+    "rnn": {"cell": "rnn"},
+    "bidirectional-gru": {"cell": "gru", "bidirectional": True},
+    "bidirectional-lstm": {"cell": "lstm", "bidirectional": True},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BF16_MODELS))
+def test_bf16_autocast_trains_every_cell_and_carries_fp32_state(name, tiny_corpus, tmp_path, monkeypatch):
+    """The bf16 path, run under CPU autocast as a stand-in for CUDA's (tests/test_cuda.py runs the real
+    one where a GPU exists)."""
     import functools
 
     import lmtrain.trainer as trainer_module
@@ -398,7 +410,7 @@ def test_bf16_autocast_trains_a_gru_and_carries_fp32_state(tiny_corpus, tmp_path
         lambda precision, device: functools.partial(torch.autocast, device_type="cpu", dtype=torch.bfloat16),
     )
     config = tiny_config_dict(
-        tiny_corpus, tmp_path / "run", model={"cell": "gru"}, train={"max_steps": 4, "precision": "bf16"}
+        tiny_corpus, tmp_path / "run", model=BF16_MODELS[name], train={"max_steps": 4, "precision": "bf16"}
     )
     result, logger = run_training(config)
     assert result.steps == 4 and all(loss == loss for loss in logger.losses())
