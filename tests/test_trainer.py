@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from lmtrain import datasets
 from lmtrain.checkpoint import load_checkpoint
 from lmtrain.config import config_from_dict, load_config
+from lmtrain.corpus import Corpus
 from lmtrain.errors import ConfigError, DataError, RunDirectoryError, TrainingError
 from lmtrain.rundir import RunDirectory
 from lmtrain.trainer import Trainer, train
@@ -416,3 +417,18 @@ def test_bf16_autocast_trains_every_cell_and_carries_fp32_state(name, tiny_corpu
     assert result.steps == 4 and all(loss == loss for loss in logger.losses())
     carried = load_checkpoint(tmp_path / "run" / "last.pt")["carried_state"]
     assert all(tensor.dtype == torch.float32 for layer in carried for tensor in layer)
+
+
+def test_training_reads_the_splits_through_the_memory_map_and_never_copies_them_whole(
+    tiny_corpus, tmp_path, monkeypatch
+):
+    def refuse(self):
+        raise AssertionError("the trainer loaded a whole split as an int64 tensor")
+
+    for split in ("train", "valid", "test"):
+        monkeypatch.setattr(Corpus, split, property(refuse))
+    config = tiny_config_dict(tiny_corpus, tmp_path / "run", train={"max_steps": 12, "eval_interval": 6})
+    result, _ = run_training(config)
+    assert result.steps == 12 and result.final_valid.tokens > 0 and result.unigram_perplexity > 1
+    config["train"]["max_steps"] = 18
+    assert run_training(config, resume=True)[0].steps == 18
