@@ -72,9 +72,18 @@ class TokenStreams:
 
     def to(self, device: torch.device | str) -> TokenStreams:
         """The same streams, with windows delivered on `device`."""
-        moved = TokenStreams.__new__(TokenStreams)
-        moved.by_stream, moved.device = self.by_stream, torch.device(device)
-        return moved
+        return self._with(self.by_stream, device)
+
+    def block(self, streams: slice) -> TokenStreams:
+        """Only the streams `streams` (one process's share in data-parallel training), as
+        `batchify(ids, B)[:, streams]` would give them."""
+        return self._with(self.by_stream[streams], self.device)
+
+    @staticmethod
+    def _with(by_stream: np.ndarray, device: torch.device | str) -> TokenStreams:
+        streams = TokenStreams.__new__(TokenStreams)
+        streams.by_stream, streams.device = by_stream, torch.device(device)
+        return streams
 
     def __getitem__(self, rows: slice) -> torch.Tensor:
         window = np.ascontiguousarray(self.by_stream[:, rows].T, dtype=np.int64)  # [B, T] -> [T, B]

@@ -130,3 +130,12 @@ def test_token_streams_read_from_a_memory_map_give_the_windows_of_batchify(tmp_p
 def test_token_streams_deliver_windows_on_their_device():
     streams = TokenStreams(np.arange(26, dtype=np.uint32), 4).to("meta")
     assert streams[0:2].device.type == "meta" and streams[0:2].shape == (2, 4)
+
+
+def test_a_block_of_token_streams_is_those_columns_of_batchify():
+    ids = np.arange(103, dtype=np.uint16)
+    reference = batchify(torch.arange(103), 8)
+    for block in (slice(0, 4), slice(4, 8), slice(2, 3), slice(8, 8)):
+        streams = TokenStreams(ids, 8).block(block)
+        assert (streams.size(0), streams.size(1)) == tuple(reference[:, block].shape)
+        assert torch.equal(streams[3:9], reference[3:9, block])
