@@ -19,9 +19,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from lmtrain.batching import batchify, get_batch, window_starts
+from lmtrain.batching import TokenStreams, batchify, get_batch, window_starts
 from lmtrain.config import Config
 from lmtrain.corpus import encode_split, read_text, split_paths
 from lmtrain.devices import state_in
@@ -53,7 +54,7 @@ class Evaluation:
 @torch.no_grad()
 def evaluate(
     model: RNNLanguageModel,
-    ids: torch.Tensor,
+    ids: torch.Tensor | np.ndarray,
     batch_size: int,
     bptt: int,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
@@ -66,7 +67,10 @@ def evaluate(
     was_training = model.training
     model.eval()
     device = model.decoder.weight.device
-    source = batchify(ids, batch_size).to(device)
+    if isinstance(ids, torch.Tensor):
+        source = batchify(ids, batch_size).to(device)  # [rows, B]
+    else:  # stored (memory-mapped) ids, read a window at a time
+        source = TokenStreams(ids, batch_size, device)
     state = state_in(model.initial_state(source.size(1), device), dtype)
     total_loss, total_tokens = 0.0, 0
     for i in window_starts(source, bptt):
