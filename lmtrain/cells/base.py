@@ -224,14 +224,18 @@ class RecurrentLayer(nn.Module):
                 f"{type(self).__name__} expects input of shape [T >= 1, B, input_size={self.input_size}], "
                 f"got {list(x.shape)}"
             )
-        state = self._checked_state(state, x)
+        return self._run_window(x, self._checked_state(state, x))
+
+    def _run_window(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """The window ``x`` ``[T, B, input_size]`` from a checked ``state``; a subclass may replace this
+        with a faster computation of the same function (the lstm does: a hand-written backward)."""
+        return self._run_cells(x, state)
+
+    def _run_cells(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """The window through ``_cell`` step by step, differentiated by autograd: the reference that a
+        subclass's faster ``_run_window`` must agree with."""
         # The input half of W_a [a<t-1>, x<t>] + b for every step at once.
         x_proj = F.linear(x, self.weight_ax, self.bias)  # [T, B, G*H]
-        return self._run_window(x_proj, state)
-
-    def _run_window(self, x_proj: Tensor, state: State) -> tuple[Tensor, State]:
-        """The time loop over ``x_proj`` ``[T, B, G*H]``, ``_cell`` at each step; a subclass may replace it
-        with a faster computation of the same function (the lstm does)."""
         outputs = []
         for x_proj_t in x_proj.unbind(0):  # each [B, G*H]
             y_t, state = self._cell(x_proj_t, state)

@@ -50,11 +50,11 @@ class LSTMLayer(RecurrentLayer):
         with torch.no_grad():
             self.bias[self.hidden_size : 2 * self.hidden_size].fill_(self.forget_bias)
 
-    def _run_window(self, x_proj: Tensor, state: State) -> tuple[Tensor, State]:
+    def _run_window(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """The whole window through ``lstm_window``: a hand-written backward through time that computes
-        the gradient of ``weight_aa`` as one matrix product after the loop (see ``lstm_bptt``)."""
+        every weight gradient as one matrix product after the loop (see ``lstm_bptt``)."""
         a_prev, c_prev = state
-        y, c = lstm_window(x_proj, a_prev, c_prev, self.weight_aa)
+        y, c = lstm_window(x, self.weight_ax, self.bias, self.weight_aa, a_prev, c_prev)
         return y, (y[-1], c)
 
     def _cell(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
