@@ -18,6 +18,7 @@ Subclasses say how many gate blocks they stack (``num_gates``), how many tensors
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,9 @@ from torch import Tensor, nn
 
 State = tuple[Tensor, ...]
 """A layer's recurrent state: ``(a,)`` for rnn, gru and esn, ``(a, c)`` for lstm, each ``[B, H]``."""
+
+Step = Callable[[Tensor, State], tuple[Tensor, State]]
+"""One time step, ``(x_t, state) -> (y_t, state)``; see ``RecurrentLayer.inference_step``."""
 
 INITS = ("default", "xavier", "orthogonal", "he", "identity")
 """Weight initialisation schemes, by the name a config uses (see ``RecurrentLayer.reset_parameters``)."""
@@ -254,6 +258,27 @@ class RecurrentLayer(nn.Module):
             )
         state = self._checked_state(state, x_t)
         return self._cell(F.linear(x_t, self.weight_ax, self.bias), state)
+
+    def inference_step(self, embedding: Tensor | None = None) -> Step:
+        """``step`` for generation, with the weights laid out once for one token at a time.
+
+        Returns ``step(x_t, state) -> (y_t, state)`` computing what ``step`` computes, without shape checks
+        and without autograd (the weights are detached: call it under ``torch.inference_mode``). It reads
+        the weights as they are now; make a new one after changing them.
+
+        With ``embedding`` (``[V, input_size]``, the model's embedding matrix), the input half of the
+        pre-activation is computed once for every token, ``table = embedding W_ax^T + b`` (``[V, G*H]``),
+        and ``step`` takes token ids ``[B]`` instead of vectors: one row lookup replaces a matrix product
+        per step. Worth it when ``V`` is not larger than ``input_size`` (the table is then no larger than
+        ``W_ax``), as for character models.
+        """
+        weight_ax, bias = self.weight_ax.detach(), self.bias.detach()
+        cell = self._cell
+        if embedding is not None:
+            table = F.linear(embedding.detach(), weight_ax, bias)  # [V, G*H]
+            return lambda tokens, state: cell(table[tokens], state)
+        from_input = weight_ax.t().contiguous()  # [input_size, G*H]: a plain operand multiplies faster
+        return lambda x_t, state: cell(torch.addmm(bias, x_t, from_input), state)
 
     def _cell(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
         """One step from ``x_proj_t = weight_ax @ x<t> + bias`` (``[B, G*H]``) and the previous state."""

@@ -21,7 +21,7 @@ and backward, with ``da = dy<t> + dz<t+1> W_aa`` and ``dC`` carried from step t+
     dC<t-1> = dC * Γ_f
 
 Gate order inside this module: the parameters stack the gates u, f, C̃, o (torch's order), but here the
-rows are rotated to o, u, f, C̃ (``_output_gate_first``), a copy of the weights per call that pays for
+rows are rotated to o, u, f, C̃ (``output_gate_first``), a copy of the weights per call that pays for
 itself: the three sigmoid gates are one contiguous block (one ``sigmoid_`` per step instead of two), and
 the three gates whose gradient is ``dC`` times a factor are one contiguous block too (one multiply per
 step in backward). Gradients are rotated back before they leave.
@@ -50,14 +50,14 @@ def lstm_window(
     return _LSTMWindow.apply(x, weight_ax, bias, weight_aa, a0, c0)
 
 
-def _output_gate_first(stacked: Tensor) -> Tensor:
+def output_gate_first(stacked: Tensor) -> Tensor:
     """Rows (or gradient rows) stacked u, f, C̃, o -> o, u, f, C̃."""
     hidden = stacked.shape[0] // 4
     return torch.cat([stacked[3 * hidden :], stacked[: 3 * hidden]])
 
 
-def _output_gate_last(stacked: Tensor) -> Tensor:
-    """The inverse of ``_output_gate_first``: o, u, f, C̃ -> u, f, C̃, o."""
+def output_gate_last(stacked: Tensor) -> Tensor:
+    """The inverse of ``output_gate_first``: o, u, f, C̃ -> u, f, C̃, o."""
     hidden = stacked.shape[0] // 4
     return torch.cat([stacked[hidden:], stacked[:hidden]])
 
@@ -67,7 +67,7 @@ class _LSTMWindow(torch.autograd.Function):
     def forward(ctx, x, weight_ax, bias, weight_aa, a0, c0):
         steps, batch, _ = x.shape
         hidden = weight_aa.shape[1]
-        weight_ax, bias, weight_aa = (_output_gate_first(w) for w in (weight_ax, bias, weight_aa))
+        weight_ax, bias, weight_aa = (output_gate_first(w) for w in (weight_ax, bias, weight_aa))
         # The input half of every step's pre-activation in one product; the loop adds the recurrent half
         # in place. gates ends as the activated gates Γ_o, Γ_u, Γ_f, C̃ of every step: [T, B, 4H].
         gates = torch.addmm(bias, x.reshape(steps * batch, -1), weight_ax.t()).view(steps, batch, 4 * hidden)
@@ -123,15 +123,15 @@ class _LSTMWindow(torch.autograd.Function):
         if needs[0]:
             grad_x = torch.mm(flat_z, weight_ax).view_as(x)
         if needs[1]:
-            grad_weight_ax = _output_gate_last(torch.mm(flat_z.t(), x.reshape(steps * batch, -1)))
+            grad_weight_ax = output_gate_last(torch.mm(flat_z.t(), x.reshape(steps * batch, -1)))
         if needs[2]:
-            grad_bias = _output_gate_last(flat_z.sum(0))
+            grad_bias = output_gate_last(flat_z.sum(0))
         if needs[3]:
             # dW_aa = sum over t of dz<t>^T a<t-1>: one [4H, T*B] x [T*B, H] product (and a<-1> = a0).
             grad_weight_aa = torch.mm(grad_z[0].t(), a0)
             if steps > 1:
                 grad_weight_aa.addmm_(flat_z[batch:].t(), y[:-1].reshape(-1, hidden))
-            grad_weight_aa = _output_gate_last(grad_weight_aa)
+            grad_weight_aa = output_gate_last(grad_weight_aa)
         if needs[4]:
             grad_a0 = torch.mm(grad_z[0], weight_aa)
         return grad_x, grad_weight_ax, grad_bias, grad_weight_aa, grad_a0, grad_c
