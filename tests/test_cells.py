@@ -426,3 +426,22 @@ def test_hand_written_backward_equals_autograd_through_the_cell_loop(kind, steps
     assert_close((y, final), (y_ref, final_ref))
     for got, expected in zip(grads, grads_ref, strict=True):
         assert_close(got, expected)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru-cudnn"])
+def test_hand_written_windows_run_under_bf16_autocast(kind):
+    """Under autocast (the trainer's `precision: bf16`; CPU autocast stands in for CUDA's) the window runs
+    in bf16 and the fp32 weights get fp32 gradients close to the fp32 run's."""
+    layer = _layer(kind).float()
+    x = _input().float()
+    grads = []
+    for autocast in (False, True):
+        layer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y, final = layer(x)
+        assert y.dtype == (torch.bfloat16 if autocast else torch.float32)
+        (y.float().sum() + final[-1].float().sum()).backward()
+        grads.append([parameter.grad.clone() for parameter in layer.parameters()])
+    for fp32, bf16 in zip(*grads, strict=True):
+        assert bf16.dtype == torch.float32
+        assert_close(bf16, fp32, atol=0.05, rtol=0.05)

@@ -37,6 +37,19 @@ INITIAL_STATES = ("zeros", "random", "learned")
 """How the state before the first step of a sequence is made (see ``RecurrentLayer.initial_state``)."""
 
 
+def apply_under_autocast(function: type[torch.autograd.Function], *tensors: Tensor):
+    """``function.apply(*tensors)``, the way autocast runs a matrix product: under autocast, every floating
+    input is cast to autocast's dtype (bf16, say) and the function runs with autocast off, so that its
+    in-place products and ``out=`` buffers see one dtype. The casts are differentiable: the fp32 weights
+    receive fp32 gradients. Used by the hand-written windows (``lstm_bptt``, ``gru_bptt``)."""
+    device_type = tensors[0].device.type
+    if not torch.is_autocast_enabled(device_type):
+        return function.apply(*tensors)
+    dtype = torch.get_autocast_dtype(device_type)
+    with torch.autocast(device_type, enabled=False):
+        return function.apply(*(t.to(dtype) if t.is_floating_point() else t for t in tensors))
+
+
 class RecurrentLayer(nn.Module):
     """One unidirectional recurrent layer over a time-major window.
 

@@ -32,18 +32,20 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from lmtrain.cells.base import apply_under_autocast
+
 
 def gru_window(x: Tensor, weight_ax: Tensor, bias: Tensor, weight_aa: Tensor, c0: Tensor) -> Tensor:
     """The notes' GRU over a window: ``x`` ``[T, B, E]``, ``weight_ax`` ``[3H, E]``, ``bias`` ``[3H]``,
     ``weight_aa`` ``[3H, H]`` (blocks u, r, c̃), ``c0`` ``[B, H]`` -> ``y`` ``[T, B, H]`` (``y[t] = c<t>``)."""
-    return _GRUWindow.apply(x, weight_ax, bias, weight_aa, c0)
+    return apply_under_autocast(_GRUWindow, x, weight_ax, bias, weight_aa, c0)
 
 
 def cudnn_gru_window(
     x: Tensor, weight_ax: Tensor, bias: Tensor, weight_aa: Tensor, candidate_bias: Tensor, c0: Tensor
 ) -> Tensor:
     """``CudnnGRULayer`` over a window; as ``gru_window`` plus ``candidate_bias`` ``[H]``, the ``b_ca``."""
-    return _CudnnGRUWindow.apply(x, weight_ax, bias, weight_aa, candidate_bias, c0)
+    return apply_under_autocast(_CudnnGRUWindow, x, weight_ax, bias, weight_aa, candidate_bias, c0)
 
 
 def _input_projection(x: Tensor, weight_ax: Tensor, bias: Tensor) -> Tensor:

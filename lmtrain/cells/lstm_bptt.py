@@ -33,6 +33,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from lmtrain.cells.base import apply_under_autocast
+
 
 def lstm_window(
     x: Tensor, weight_ax: Tensor, bias: Tensor, weight_aa: Tensor, a0: Tensor, c0: Tensor
@@ -47,7 +49,7 @@ def lstm_window(
     Returns:
         ``y`` ``[T, B, H]`` (``y[t] = a<t>``) and ``C<T>`` ``[B, H]``; ``a<T>`` is ``y[-1]``.
     """
-    return _LSTMWindow.apply(x, weight_ax, bias, weight_aa, a0, c0)
+    return apply_under_autocast(_LSTMWindow, x, weight_ax, bias, weight_aa, a0, c0)
 
 
 def output_gate_first(stacked: Tensor) -> Tensor:
