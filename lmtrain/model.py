@@ -33,6 +33,8 @@ Options:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -211,6 +213,40 @@ class RNNLanguageModel(nn.Module):
             x = self._skip(layer, inputs, y)
             new_state.append(layer_state)
         return self.decoder(self.dropout(x)), new_state
+
+    def inference_step(self) -> Callable[[torch.Tensor, State], tuple[torch.Tensor, State]]:
+        """``step`` for generation, with each layer's weights laid out once (``inference_step`` of the
+        cells), in eval mode and under ``torch.inference_mode``.
+
+        Returns ``step(token [B], state) -> (logits [B, V], state)``, the same function as ``step``
+        (dropout is off in eval mode) with less work per token: no shape checks, no autograd, contiguous
+        transposed weights, and, when the vocabulary is no larger than the embedding (character models),
+        the embedding folded into the first layer's input projection (a row lookup per token instead of an
+        embedding lookup and a matrix product). It reads the weights as they are now.
+        """
+        if self.training:
+            raise ValueError("inference_step needs eval mode (dropout would be skipped); call model.eval()")
+        first = self.layers[0]
+        skips = [self.residual and layer.input_size == layer.hidden_size for layer in self.layers]
+        fold = self.vocab_size <= first.input_size and not skips[0]
+        embedding = self.embedding.weight.detach()
+        layer_steps = [
+            layer.inference_step(embedding if fold and depth == 0 else None)
+            for depth, layer in enumerate(self.layers)
+        ]
+        decoder_weight = self.decoder.weight.detach().t().contiguous()  # [H, V]
+        decoder_bias = self.decoder.bias.detach()
+
+        def step(token: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+            x = token if fold else F.embedding(token, embedding)
+            new_state = []
+            for layer_step, skip, layer_state in zip(layer_steps, skips, state, strict=True):
+                y, layer_state = layer_step(x, layer_state)
+                x = y + x if skip else y
+                new_state.append(layer_state)
+            return torch.addmm(decoder_bias, x, decoder_weight), new_state
+
+        return step
 
     def _run_stack(
         self, layers: nn.ModuleList, embedded: torch.Tensor, state: State | None

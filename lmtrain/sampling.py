@@ -7,7 +7,8 @@ each next token from the model's distribution, feed it back as the next input, a
 The first input is the corpus's boundary token (`<eos>` for word models, a line break for
 character models), so that the model starts as it would at the beginning of a line; an optional
 prompt ("prime") follows it. The prompt is read in one call of the model; after that, generation
-is incremental: one `model.step` per token with the carried state, never re-reading the prefix.
+is incremental: one step per token with the carried state, never re-reading the prefix (in eval mode
+`model.inference_step`, the same function as `model.step` with the weights laid out once).
 `M` samples are generated together as a batch of `M` streams that start from the same state.
 
 How the next token is chosen from the logits `z` `[M, V]` (`SamplingOptions`), in this order:
@@ -254,6 +255,8 @@ def generate_steps(
     stop_id = tokenizer.eos_id if stop_at_eos and isinstance(tokenizer, WordTokenizer) else None
     banned = tokenizer.unk_id if options.no_unk and isinstance(tokenizer, WordTokenizer) else None
     active = [True] * num_samples
+    # The per-token step with weights laid out once (model.inference_step), unless dropout is on.
+    step = model.step if model.training else model.inference_step()
     for position in range(length):
         tokens = next_tokens(logits, options, banned, generator)  # [M]
         ids = tokens.tolist()
@@ -263,7 +266,7 @@ def generate_steps(
             if not any(active):
                 return
         if position + 1 < length:
-            logits, state = model.step(tokens, state)
+            logits, state = step(tokens, state)
 
 
 def generate(

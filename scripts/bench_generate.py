@@ -1,43 +1,99 @@
-"""Generation speed of `lmtrain sample`: tokens per second on this machine.
+"""Generation speed of `lmtrain sample`, against the same model run on `nn.LSTM`: tokens per second.
 
     python scripts/bench_generate.py                      # 2-layer LSTM, H = 512, batch 1 and 32
     python scripts/bench_generate.py --vocab-sizes 10000 --batch-sizes 1 --steps 500
+    python scripts/bench_generate.py --device cuda
 
-Times `lmtrain.sampling.generate` (the code behind `lmtrain sample`): one `model.step` per token
-with the carried state, under `torch.inference_mode`, drawing with `sampling.draw`. The model
-is randomly initialised, since speed does not depend on the weights; `--no-stop` is implied, so
-every stream generates `--steps` tokens. tokens/s counts the tokens of all streams of the batch.
-Each number is the best of `--repeats` runs after one warm-up run (the best, because other
-processes on a shared machine only ever slow a run down).
+Three generators of the same randomly initialised model (speed does not depend on the weights), each
+drawing every token with `sampling.next_tokens` under `torch.inference_mode`:
+
+- `generate`: `lmtrain.sampling.generate`, the code behind `lmtrain sample`; one `model.inference_step`
+  per token (weights laid out once, no shape checks, the embedding folded into the first layer when the
+  vocabulary is small).
+- `model.step`: the same loop with the model's checked, general `step` (what `generate` used before).
+- `nn.LSTM`: the same loop with the layers converted to one multi-layer `nn.LSTM` (`stack_to_native`),
+  called with a window of one step per token, the way a generator built on torch's fused module runs.
+
+`--no-stop` is implied, so every stream generates `--steps` tokens; tokens/s counts the tokens of all
+streams of the batch. The three run interleaved (the order swaps every repetition) after one warm-up
+run each; the table shows the median of `--repeats` repetitions and the median ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import statistics
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from lmtrain.model import RNNLanguageModel
-from lmtrain.sampling import SamplingOptions, generate
-from lmtrain.tokenizer import EOS, UNK, WordTokenizer
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lmtrain.cells import stack_to_native  # noqa: E402
+from lmtrain.model import RNNLanguageModel  # noqa: E402
+from lmtrain.sampling import SamplingOptions, generate, next_tokens  # noqa: E402
+from lmtrain.tokenizer import EOS, UNK, WordTokenizer  # noqa: E402
 
 
-def seconds_to_generate(
-    model: RNNLanguageModel, tokenizer: WordTokenizer, steps: int, batch_size: int, repeats: int
-) -> float:
-    times = []
-    for repeat in range(repeats + 1):
-        started = time.perf_counter()
-        samples = generate(
-            model, tokenizer, steps, SamplingOptions(), num_samples=batch_size, seed=repeat, stop_at_eos=False
-        )
-        elapsed = time.perf_counter() - started
-        assert all(len(sample) == steps for sample in samples)
-        if repeat > 0:  # the first run warms up the allocator and the kernels
-            times.append(elapsed)
-    return min(times)
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def loop(step: Callable, state, model: RNNLanguageModel, steps: int, batch_size: int, seed: int) -> None:
+    """The loop of `sampling.generate_steps` with another `step(tokens, state) -> (logits, state)`."""
+    device = model.decoder.weight.device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    logits = torch.zeros(batch_size, model.vocab_size, device=device)
+    for position in range(steps):
+        tokens = next_tokens(logits, SamplingOptions(), None, generator)
+        tokens.tolist()  # generate hands every token to Python
+        if position + 1 < steps:
+            logits, state = step(tokens, state)
+
+
+def native_step(model: RNNLanguageModel) -> Callable:
+    """A generator step on `nn.LSTM` (or `nn.RNN` / `nn.GRU`) with the model's weights; the state is
+    torch's `(h, c)` with a leading `num_layers` dimension."""
+    native = stack_to_native(model.layers).eval()
+
+    def step(tokens: torch.Tensor, state):
+        y, state = native(model.embedding(tokens).unsqueeze(0), state)  # one step: [1, B, H]
+        return model.decoder(y[0]), state
+
+    return step
+
+
+def native_state(model: RNNLanguageModel, batch_size: int, device: torch.device):
+    layers, hidden = len(model.layers), model.layers[0].hidden_size
+    zeros = torch.zeros(layers, batch_size, hidden, device=device)
+    return (zeros, zeros.clone()) if model.layers[0].num_states == 2 else zeros
+
+
+def generators(
+    model: RNNLanguageModel, tokenizer: WordTokenizer, steps: int, batch_size: int, device: torch.device
+) -> dict[str, Callable[[], None]]:
+    """The three generators of the module docstring, each a call that generates ``steps`` tokens."""
+    native = native_step(model)
+    return {
+        "generate": lambda: generate(model, tokenizer, steps, num_samples=batch_size, stop_at_eos=False),
+        "model.step": lambda: loop(model.step, None, model, steps, batch_size, seed=0),
+        "native": lambda: loop(native, native_state(model, batch_size, device), model, steps, batch_size, 0),
+    }
+
+
+def timed(run: Callable[[], None], device: torch.device) -> float:
+    synchronize(device)
+    started = time.perf_counter()
+    run()
+    synchronize(device)
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -48,32 +104,53 @@ def main() -> None:
     parser.add_argument("--num-layers", type=int, default=2)
     parser.add_argument("--vocab-sizes", type=int, nargs="+", default=[100, 10_000])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--steps", type=int, default=100, help="tokens generated per stream")
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=200, help="tokens generated per stream")
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    gru_variant = {"gru_variant": "cudnn"} if args.cell == "gru" else {}  # the one nn.GRU computes
 
     torch.manual_seed(0)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     print(
         f"{args.num_layers}-layer {args.cell}, embedding {args.embedding_size}, hidden {args.hidden_size}, "
-        f"{args.steps} tokens per stream, best of {args.repeats}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, {args.device}"
+        f"{args.steps} tokens per stream, median of {args.repeats} interleaved repetitions; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {where}, {device}\n"
     )
-    print("| vocabulary | batch | tokens/s | ms per step |\n|---:|---:|---:|---:|")
+    print(
+        "| vocabulary | batch | `generate` tok/s | `model.step` tok/s | `nn.LSTM` tok/s "
+        "| generate / nn.LSTM | ms per token (generate) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for vocab_size in args.vocab_sizes:
         tokenizer = WordTokenizer([UNK, EOS, *(f"w{i}" for i in range(vocab_size - 2))])
         model = RNNLanguageModel(
-            vocab_size, args.cell, args.embedding_size, args.hidden_size, args.num_layers, dropout=0.0
+            vocab_size, args.cell, args.embedding_size, args.hidden_size, args.num_layers, **gru_variant
         )
-        model = model.to(args.device).eval()
+        model = model.to(device).eval()
         for batch_size in args.batch_sizes:
-            seconds = seconds_to_generate(model, tokenizer, args.steps, batch_size, args.repeats)
+            runs = generators(model, tokenizer, args.steps, batch_size, device)
+            seconds = {name: [] for name in runs}
+            for run in runs.values():
+                run()  # warm up
+            for repeat in range(args.repeats):
+                order = list(runs) if repeat % 2 == 0 else list(runs)[::-1]
+                for name in order:
+                    seconds[name].append(timed(runs[name], device))
+            tokens = batch_size * args.steps
+            rate = {name: tokens / statistics.median(times) for name, times in seconds.items()}
+            ratio = statistics.median(
+                native / ours for ours, native in zip(seconds["generate"], seconds["native"], strict=True)
+            )
             print(
-                f"| {vocab_size:,} | {batch_size} | {batch_size * args.steps / seconds:,.0f} | "
-                f"{1000 * seconds / args.steps:.2f} |"
+                f"| {vocab_size:,} | {batch_size} | {rate['generate']:,.0f} | {rate['model.step']:,.0f} | "
+                f"{rate['native']:,.0f} | {ratio:.1f}x | "
+                f"{1000 * statistics.median(seconds['generate']) / args.steps:.2f} |",
+                flush=True,
             )
 
 

@@ -401,26 +401,47 @@ def test_build_layer_unknown_names_list_the_choices():
         build_layer("rnn", IN, H, nonlinearity="sigmoid")
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru-cudnn"])
 @pytest.mark.parametrize("steps", [1, T])
 @pytest.mark.parametrize("loss_of", ["y", "final_c", "final_a"])
-def test_lstm_hand_written_backward_equals_autograd_through_the_cell_loop(steps, loss_of):
-    """`LSTMLayer.forward` runs `lstm_bptt`'s hand-written backward; it must give the gradients autograd
-    gives through the step-by-step `_cell` loop, also for a one-step window and for a loss that reads
-    only one part of the output."""
-    from lmtrain.cells.base import RecurrentLayer
-
-    layer = _layer("lstm")
+def test_hand_written_backward_equals_autograd_through_the_cell_loop(kind, steps, loss_of):
+    """The lstm's and both GRUs' `forward` run a hand-written backward (`lstm_bptt`, `gru_bptt`); it must
+    give the gradients autograd gives through the step-by-step `_cell` loop (`_run_cells`), also for a
+    one-step window and for a loss that reads only one part of the output."""
+    layer = _layer(kind)
+    with torch.no_grad():  # non-trivial values for every parameter (the cudnn GRU's b_ca included)
+        for parameter in layer.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
     x = _input()[:steps].requires_grad_()
     state = tuple(s.requires_grad_() for s in _random_state(layer))
     results = []
-    for run in (layer._run_window, lambda x_proj, s: RecurrentLayer._run_window(layer, x_proj, s)):
+    for run in (layer._run_window, layer._run_cells):
         layer.zero_grad()
-        y, (a, c) = run(torch.nn.functional.linear(x, layer.weight_ax, layer.bias), state)
-        picked = {"y": y, "final_c": c, "final_a": a}[loss_of]
+        y, final = run(x, state)
+        picked = {"y": y, "final_a": final[0], "final_c": final[-1]}[loss_of]
         loss = (picked * torch.linspace(-1, 1, picked.numel(), dtype=picked.dtype).view_as(picked)).sum()
         inputs = (x, *state, *layer.parameters())
-        results.append((y, a, c, torch.autograd.grad(loss, inputs)))
-    (y, a, c, grads), (y_ref, a_ref, c_ref, grads_ref) = results
-    assert_close((y, a, c), (y_ref, a_ref, c_ref))
+        results.append((y, final, torch.autograd.grad(loss, inputs)))
+    (y, final, grads), (y_ref, final_ref, grads_ref) = results
+    assert_close((y, final), (y_ref, final_ref))
     for got, expected in zip(grads, grads_ref, strict=True):
         assert_close(got, expected)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru-cudnn"])
+def test_hand_written_windows_run_under_bf16_autocast(kind):
+    """Under autocast (the trainer's `precision: bf16`; CPU autocast stands in for CUDA's) the window runs
+    in bf16 and the fp32 weights get fp32 gradients close to the fp32 run's."""
+    layer = _layer(kind).float()
+    x = _input().float()
+    grads = []
+    for autocast in (False, True):
+        layer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y, final = layer(x)
+        assert y.dtype == (torch.bfloat16 if autocast else torch.float32)
+        (y.float().sum() + final[-1].float().sum()).backward()
+        grads.append([parameter.grad.clone() for parameter in layer.parameters()])
+    for fp32, bf16 in zip(*grads, strict=True):
+        assert bf16.dtype == torch.float32
+        assert_close(bf16, fp32, atol=0.05, rtol=0.05)

@@ -313,3 +313,47 @@ def test_the_ptb_configs_lr_and_clip_give_the_papers_updates_on_a_loss_summed_ov
         torch.optim.SGD(model.parameters(), lr=lr).step()
         weights[reduction] = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert_close(weights["mean"], weights["sum_over_time"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "cell, options",
+    [
+        ("lstm", {}),
+        ("gru", {}),
+        ("gru", {"gru_variant": "cudnn"}),
+        ("rnn", {"nonlinearity": "relu"}),
+        ("esn", {}),
+    ],
+    ids=["lstm", "gru", "gru-cudnn", "rnn-relu", "esn"],
+)
+@pytest.mark.parametrize(
+    "vocab_size, embedding_size, extra",
+    [
+        (5, 8, {}),  # the embedding folded into the first layer (V <= E)
+        (12, 8, {}),  # an embedding lookup and a matrix product
+        (5, 8, {"residual": True}),  # residual from the second layer on
+        (5, 6, {"residual": True, "tie_weights": True}),  # residual on the first layer: no folding
+    ],
+    ids=["folded", "unfolded", "residual", "residual-first-tied"],
+)
+def test_inference_step_equals_step(cell, options, vocab_size, embedding_size, extra):
+    """The generation fast path computes what `model.step` computes, for every cell and layout."""
+    torch.manual_seed(0)
+    hidden = 6 if embedding_size == 6 else 7
+    model = RNNLanguageModel(vocab_size, cell, embedding_size, hidden, 2, **options, **extra).double().eval()
+    with torch.inference_mode():
+        step = model.inference_step()
+        tokens = torch.tensor([1, 3, 0, 4])
+        initial = model.initial_state(4)
+        state = fast_state = [tuple(torch.randn(4, hidden).double() for _ in layer) for layer in initial]
+        for _ in range(4):
+            logits, state = model.step(tokens, state)
+            fast_logits, fast_state = step(tokens, fast_state)
+            assert_close(fast_logits, logits)
+            assert_close(fast_state, state)
+            tokens = (tokens + 1) % vocab_size
+
+
+def test_inference_step_needs_eval_mode():
+    with pytest.raises(ValueError, match="inference_step needs eval mode"):
+        _model().train().inference_step()

@@ -18,6 +18,7 @@ Subclasses say how many gate blocks they stack (``num_gates``), how many tensors
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,11 +27,39 @@ from torch import Tensor, nn
 State = tuple[Tensor, ...]
 """A layer's recurrent state: ``(a,)`` for rnn, gru and esn, ``(a, c)`` for lstm, each ``[B, H]``."""
 
+Step = Callable[[Tensor, State], tuple[Tensor, State]]
+"""One time step, ``(x_t, state) -> (y_t, state)``; see ``RecurrentLayer.inference_step``."""
+
 INITS = ("default", "xavier", "orthogonal", "he", "identity")
 """Weight initialisation schemes, by the name a config uses (see ``RecurrentLayer.reset_parameters``)."""
 
 INITIAL_STATES = ("zeros", "random", "learned")
 """How the state before the first step of a sequence is made (see ``RecurrentLayer.initial_state``)."""
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """Autocast's dtype on `device_type` when autocast is on there, else None; with the per-device
+    functions of torch >= 2.4 and the older per-backend ones before."""
+    if hasattr(torch, "get_autocast_dtype"):
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    if device_type == "cuda":
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+    if device_type == "cpu":
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+    return None
+
+
+def apply_under_autocast(function: type[torch.autograd.Function], *tensors: Tensor):
+    """``function.apply(*tensors)``, the way autocast runs a matrix product: under autocast, every floating
+    input is cast to autocast's dtype (bf16, say) and the function runs with autocast off, so that its
+    in-place products and ``out=`` buffers see one dtype. The casts are differentiable: the fp32 weights
+    receive fp32 gradients. Used by the hand-written windows (``lstm_bptt``, ``gru_bptt``)."""
+    device_type = tensors[0].device.type
+    dtype = autocast_dtype(device_type)
+    if dtype is None:
+        return function.apply(*tensors)
+    with torch.autocast(device_type, enabled=False):
+        return function.apply(*(t.to(dtype) if t.is_floating_point() else t for t in tensors))
 
 
 class RecurrentLayer(nn.Module):
@@ -224,16 +253,20 @@ class RecurrentLayer(nn.Module):
                 f"{type(self).__name__} expects input of shape [T >= 1, B, input_size={self.input_size}], "
                 f"got {list(x.shape)}"
             )
-        state = self._checked_state(state, x)
+        return self._run_window(x, self._checked_state(state, x))
+
+    def _run_window(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """The window ``x`` ``[T, B, input_size]`` from a checked ``state``; a subclass may replace this
+        with a faster computation of the same function (the lstm does: a hand-written backward)."""
+        return self._run_cells(x, state)
+
+    def _run_cells(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """The window through ``_cell`` step by step, differentiated by autograd: the reference that a
+        subclass's faster ``_run_window`` must agree with."""
         # The input half of W_a [a<t-1>, x<t>] + b for every step at once.
         x_proj = F.linear(x, self.weight_ax, self.bias)  # [T, B, G*H]
         # Under autocast x_proj is bf16 while a carried state may be fp32: the window runs in x_proj's dtype.
         state = tuple(tensor.to(x_proj.dtype) for tensor in state)
-        return self._run_window(x_proj, state)
-
-    def _run_window(self, x_proj: Tensor, state: State) -> tuple[Tensor, State]:
-        """The time loop over ``x_proj`` ``[T, B, G*H]``, ``_cell`` at each step; a subclass may replace it
-        with a faster computation of the same function (the lstm does)."""
         outputs = []
         for x_proj_t in x_proj.unbind(0):  # each [B, G*H]
             y_t, state = self._cell(x_proj_t, state)
@@ -252,6 +285,27 @@ class RecurrentLayer(nn.Module):
             )
         state = self._checked_state(state, x_t)
         return self._cell(F.linear(x_t, self.weight_ax, self.bias), state)
+
+    def inference_step(self, embedding: Tensor | None = None) -> Step:
+        """``step`` for generation, with the weights laid out once for one token at a time.
+
+        Returns ``step(x_t, state) -> (y_t, state)`` computing what ``step`` computes, without shape checks
+        and without autograd (the weights are detached: call it under ``torch.inference_mode``). It reads
+        the weights as they are now; make a new one after changing them.
+
+        With ``embedding`` (``[V, input_size]``, the model's embedding matrix), the input half of the
+        pre-activation is computed once for every token, ``table = embedding W_ax^T + b`` (``[V, G*H]``),
+        and ``step`` takes token ids ``[B]`` instead of vectors: one row lookup replaces a matrix product
+        per step. Worth it when ``V`` is not larger than ``input_size`` (the table is then no larger than
+        ``W_ax``), as for character models.
+        """
+        weight_ax, bias = self.weight_ax.detach(), self.bias.detach()
+        cell = self._cell
+        if embedding is not None:
+            table = F.linear(embedding.detach(), weight_ax, bias)  # [V, G*H]
+            return lambda tokens, state: cell(table[tokens], state)
+        from_input = weight_ax.t().contiguous()  # [input_size, G*H]: a plain operand multiplies faster
+        return lambda x_t, state: cell(torch.addmm(bias, x_t, from_input), state)
 
     def _cell(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
         """One step from ``x_proj_t = weight_ax @ x<t> + bias`` (``[B, G*H]``) and the previous state."""

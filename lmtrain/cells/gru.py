@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from lmtrain.cells.base import RecurrentLayer, State
+from lmtrain.cells.gru_bptt import cudnn_gru_window, gru_window
 
 
 class GRULayer(RecurrentLayer):
@@ -36,6 +37,11 @@ class GRULayer(RecurrentLayer):
     """
 
     num_gates = 3
+
+    def _run_window(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """The whole window through ``gru_window``, a hand-written backward through time (``gru_bptt``)."""
+        y = gru_window(x, self.weight_ax, self.bias, self.weight_aa, state[0])
+        return y, (y[-1],)
 
     def _cell(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
         (c_prev,) = state  # [B, H]
@@ -87,6 +93,14 @@ class CudnnGRULayer(RecurrentLayer):
                 nn.init.uniform_(self.recurrent_candidate_bias, -bound, bound)
             else:
                 self.recurrent_candidate_bias.zero_()
+
+    def _run_window(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """The whole window through ``cudnn_gru_window``, a hand-written backward through time
+        (``gru_bptt``)."""
+        y = cudnn_gru_window(
+            x, self.weight_ax, self.bias, self.weight_aa, self.recurrent_candidate_bias, state[0]
+        )
+        return y, (y[-1],)
 
     def _cell(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
         (c_prev,) = state  # [B, H]

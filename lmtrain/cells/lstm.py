@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lmtrain.cells.base import RecurrentLayer, State
-from lmtrain.cells.lstm_bptt import lstm_window
+from lmtrain.cells.base import RecurrentLayer, State, Step
+from lmtrain.cells.lstm_bptt import lstm_window, output_gate_first
 
 
 class LSTMLayer(RecurrentLayer):
@@ -50,13 +51,44 @@ class LSTMLayer(RecurrentLayer):
         with torch.no_grad():
             self.bias[self.hidden_size : 2 * self.hidden_size].fill_(self.forget_bias)
 
-    def _run_window(self, x_proj: Tensor, state: State) -> tuple[Tensor, State]:
+    def _run_window(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """The whole window through ``lstm_window``: a hand-written backward through time that computes
-        the gradient of ``weight_aa`` as one matrix product after the loop (see ``lstm_bptt``)."""
+        every weight gradient as one matrix product after the loop (see ``lstm_bptt``)."""
         a_prev, c_prev = state
-        # Autocast does not reach inside the autograd Function: the weight joins x_proj's dtype here.
-        y, c = lstm_window(x_proj, a_prev, c_prev, self.weight_aa.to(x_proj.dtype))
+        y, c = lstm_window(x, self.weight_ax, self.bias, self.weight_aa, a_prev, c_prev)
         return y, (y[-1], c)
+
+    def inference_step(self, embedding: Tensor | None = None) -> Step:
+        """``RecurrentLayer.inference_step`` with the lstm's own step: gates rotated to o, u, f, C̃ as in
+        ``lstm_bptt`` (one sigmoid over three gates), contiguous transposed weights, in-place activations;
+        six elementwise operations and one or two matrix products per step."""
+        hidden = self.hidden_size
+        weight_ax, bias, weight_aa = (
+            output_gate_first(w.detach()) for w in (self.weight_ax, self.bias, self.weight_aa)
+        )
+        recurrent = weight_aa.t().contiguous()  # [H, 4H]
+        if embedding is not None:
+            table = F.linear(embedding.detach(), weight_ax, bias)  # [V, 4H]
+
+            def from_input(tokens: Tensor) -> Tensor:
+                return table.index_select(0, tokens)  # [B, 4H]
+        else:
+            weight_ax_t = weight_ax.t().contiguous()  # [E, 4H]
+
+            def from_input(x_t: Tensor) -> Tensor:
+                return torch.addmm(bias, x_t, weight_ax_t)  # [B, 4H]
+
+        def step(x_t: Tensor, state: State) -> tuple[Tensor, State]:
+            a_prev, c_prev = state
+            z = from_input(x_t).addmm_(a_prev, recurrent)  # [B, 4H], gates o, u, f, C̃
+            z[:, : 3 * hidden].sigmoid_()
+            z[:, 3 * hidden :].tanh_()
+            output, update, forget, candidate = z.chunk(4, dim=1)
+            c = torch.mul(forget, c_prev).addcmul_(update, candidate)  # C<t>
+            a = output * torch.tanh(c)  # a<t>
+            return a, (a, c)
+
+        return step
 
     def _cell(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
         a_prev, c_prev = state  # [B, H] each
