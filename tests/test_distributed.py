@@ -1,0 +1,203 @@
+"""Data-parallel training (issue 7): two CPU processes with gloo train what one process trains.
+
+The training runs start two processes with `torch.multiprocessing.spawn` that join one gloo group on
+localhost; `lmtrain.trainer.train` then uses that group. One test runs the real command line,
+`lmtrain train --nproc 2`, which starts the processes through torchrun's launcher.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from lmtrain.checkpoint import load_checkpoint
+from lmtrain.config import config_from_dict
+from lmtrain.distributed import DataParallel, check_launch, data_parallel
+from lmtrain.errors import ConfigError
+from lmtrain.trainer import train
+from tests.conftest import tiny_config_dict
+from tests.test_trainer import RecordingLogger, run_training
+
+STEPS = 6
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def train_in_group(rank: int, world_size: int, port: int, jobs: list[tuple[dict, bool]], results: str) -> None:
+    """One rank: join the gloo group, train every `(config, resume)` job in turn; rank 0 records losses."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    losses = []
+    try:
+        for config, resume in jobs:
+            logger = RecordingLogger()
+            train(config_from_dict(config), resume=resume, show_progress=False, logger=logger)
+            losses.append(logger.losses())
+    finally:
+        dist.destroy_process_group()
+    if rank == 0:
+        Path(results).write_text(json.dumps(losses))
+
+
+def run_in_two_processes(jobs: list[tuple[dict, bool]], folder: Path) -> list[list[float]]:
+    """The train/loss curve of every job, run by two processes that split the batch."""
+    results = folder / "losses.json"
+    mp.spawn(train_in_group, args=(2, free_port(), jobs, str(results)), nprocs=2, join=True)
+    return json.loads(results.read_text())
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(tiny_corpus, tmp_path_factory):
+    """Three 2-process runs in one spawn: without dropout, and with dropout whole and stopped/resumed."""
+    folder = tmp_path_factory.mktemp("distributed")
+    no_dropout = tiny_config_dict(
+        tiny_corpus, folder / "two", model={"dropout": 0.0}, train={"max_steps": STEPS, "eval_interval": 3}
+    )
+    whole = tiny_config_dict(tiny_corpus, folder / "whole", train={"max_steps": STEPS, "eval_interval": 3})
+    split = tiny_config_dict(tiny_corpus, folder / "split", train={"max_steps": 4, "eval_interval": 3})
+    resumed = tiny_config_dict(tiny_corpus, folder / "split", train={"max_steps": STEPS, "eval_interval": 3})
+    losses = run_in_two_processes([(no_dropout, False), (whole, False), (split, False), (resumed, True)], folder)
+    return folder, no_dropout, losses
+
+
+def test_two_processes_train_what_one_process_trains(two_process_runs, tmp_path):
+    folder, config, losses = two_process_runs
+    one = {**config, "run_dir": str(tmp_path / "one")}
+    _, logger = run_training(one)
+    assert losses[0] == pytest.approx(logger.losses(), rel=1e-5, abs=1e-6)
+    assert len(losses[0]) == STEPS
+    two_weights = load_checkpoint(folder / "two" / "last.pt")["model"]
+    one_weights = load_checkpoint(tmp_path / "one" / "last.pt")["model"]
+    for name, tensor in one_weights.items():
+        torch.testing.assert_close(two_weights[name], tensor, rtol=1e-4, atol=1e-6, msg=name)
+    two_last = load_checkpoint(folder / "two" / "last.pt")
+    one_last = load_checkpoint(tmp_path / "one" / "last.pt")
+    assert two_last["progress"]["valid_loss"] == pytest.approx(one_last["progress"]["valid_loss"], rel=1e-5)
+
+
+def test_two_processes_write_one_self_contained_checkpoint(two_process_runs):
+    folder, config, _ = two_process_runs
+    run_dir = folder / "two"
+    assert sorted(path.name for path in run_dir.iterdir()) == ["best.pt", "config.yaml", "last.pt"]
+    checkpoint = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["progress"]["world_size"] == 2 and checkpoint["progress"]["step"] == STEPS
+    batch_size, hidden = config["train"]["batch_size"], config["model"]["hidden_size"]
+    for layer in checkpoint["carried_state"]:  # every stream's state, gathered from both ranks
+        assert all(tensor.shape == (batch_size, hidden) for tensor in layer)
+    ranks = checkpoint["rng"]["ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
+
+
+def test_resumed_two_process_run_reproduces_the_uninterrupted_one(two_process_runs):
+    folder, _, losses = two_process_runs
+    _, whole, first, second = losses
+    assert first + second == whole  # dropout on: each rank's generators resume too
+    whole_last = load_checkpoint(folder / "whole" / "last.pt")
+    split_last = load_checkpoint(folder / "split" / "last.pt")
+    for name, tensor in whole_last["model"].items():
+        assert torch.equal(tensor, split_last["model"][name]), name
+
+
+def test_resuming_with_another_number_of_processes_is_refused(two_process_runs, tiny_corpus):
+    folder, _, _ = two_process_runs
+    config = tiny_config_dict(tiny_corpus, folder / "whole", train={"max_steps": STEPS + 2})
+    with pytest.raises(ConfigError, match=r"written by 2 processes and this run has 1 process; resume with 2"):
+        run_training(config, resume=True)
+
+
+# ----- the pieces, without processes -------------------------------------------------------------------
+
+
+def test_blocks_of_streams_cover_the_batch_in_rank_order():
+    cpu = torch.device("cpu")
+    blocks = [DataParallel(cpu, rank, 4).block(10) for rank in range(4)]
+    assert [(block.start, block.stop) for block in blocks] == [(0, 2), (2, 5), (5, 7), (7, 10)]
+    assert DataParallel(cpu).block(10) == slice(0, 10)
+
+
+@pytest.mark.parametrize(
+    ("train", "world_size", "message"),
+    [
+        ({"batch_size": 6}, 4, r"train.batch_size \(6\) must be divisible by the number of processes \(4\)"),
+        ({"backend": "nccl", "device": "cpu"}, 2, "train.backend=nccl needs CUDA GPUs, and this run is on cpu"),
+    ],
+)
+def test_launches_that_cannot_work_are_refused(tiny_corpus, tmp_path, train, world_size, message):
+    config = config_from_dict(tiny_config_dict(tiny_corpus, tmp_path / "run", train=train))
+    with pytest.raises(ConfigError, match=message):
+        check_launch(config.train, world_size)
+
+
+def test_torchrun_environment_is_checked_before_joining_the_group(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "1")
+    config = config_from_dict(tiny_config_dict(tiny_corpus, tmp_path / "run", train={"batch_size": 6}))
+    with pytest.raises(ConfigError, match="must be divisible"):
+        with data_parallel(config.train):
+            pass
+    assert not dist.is_initialized()
+
+
+# ----- the real command line ----------------------------------------------------------------------------
+
+
+def lmtrain_process(*args, **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "lmtrain", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def test_nproc_2_trains_with_one_set_of_files(tiny_config_file, tmp_path):
+    config = tiny_config_file(train={"max_steps": 4, "eval_interval": 2}, log={"tensorboard": True})
+    process = lmtrain_process("train", config, "--nproc", "2", "--no-progress")
+    stdout, stderr = process.communicate(timeout=180)
+    assert process.returncode == 0, stderr
+    run_dir = tmp_path / "run"
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert sorted(path.name for path in run_dir.glob("*.pt")) == ["best.pt", "last.pt"]
+    assert stdout.count("done: 4 steps") == 1  # rank 0 alone prints
+    assert stdout.count("step 2 | valid loss") == 1
+    checkpoint = torch.load(run_dir / "last.pt", weights_only=True)
+    assert checkpoint["progress"]["world_size"] == 2
+    assert "Traceback" not in stderr
+
+
+def test_ctrl_c_under_nproc_saves_last_checkpoint_and_resumes(tiny_config_file, tmp_path):
+    config = tiny_config_file(train={"max_steps": 100_000, "eval_interval": 5})
+    process = lmtrain_process("train", config, "--nproc", "2", "--no-progress", start_new_session=True)
+    last = tmp_path / "run" / "last.pt"
+    try:
+        deadline = time.monotonic() + 120
+        while not last.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert last.exists(), "training never wrote last.pt"
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.count("training stopped by a signal") == 1 and "--resume --nproc 2" in stderr
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["progress"]["step"] >= 5 and checkpoint["progress"]["world_size"] == 2
+    assert not (tmp_path / "run" / ".lock").exists()
