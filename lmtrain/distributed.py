@@ -27,7 +27,9 @@ gathers for all `B` streams so that `last.pt` is self-contained.
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from lmtrain.batching import State
 from lmtrain.config import TrainConfig
 from lmtrain.devices import resolve_device
-from lmtrain.errors import ConfigError, LmtrainError
+from lmtrain.errors import ConfigError, LmtrainError, TrainingError
 
 T = TypeVar("T")
 
@@ -162,10 +164,14 @@ class DataParallel:
                 error = raised
         error = self.broadcast(error)
         if error is not None:
-            if not self.is_main:
-                error.reported_by_rank_0 = True  # the CLI prints it once, on rank 0
-            raise error
+            raise self.together(error)
         return result
+
+    def together(self, error: LmtrainError) -> LmtrainError:
+        """Mark `error` as raised by every rank at once, so that the CLI prints it once, on rank 0."""
+        if not self.is_main:
+            error.reported_by_rank_0 = True
+        return error
 
     def from_main(self, action: Callable[[], T]) -> T:
         """Run `action` on rank 0 only, and give its result to every rank (errors as in `on_main`)."""
@@ -282,7 +288,9 @@ def run_local_processes(nproc: int, lmtrain_args: list[str]) -> int:
     """Run `python -m lmtrain LMTRAIN_ARGS` in `nproc` processes on this machine, as
     `torchrun --standalone --nproc-per-node NPROC -m lmtrain ...` would; the exit code to report.
 
-    The workers print their own errors; a signal (Ctrl-C) is passed on to them by the launcher.
+    The workers print their own output and errors, so the launcher's log lines, which repeat them,
+    are not shown; a worker killed by a signal is reported here. Ctrl-C reaches the workers through
+    the launcher, which sends each one SIGINT.
     """
     # Imported here: the launcher pulls in the elastic agent, which plain training does not need.
     from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -293,10 +301,36 @@ def run_local_processes(nproc: int, lmtrain_args: list[str]) -> int:
         ["--standalone", f"--nproc-per-node={nproc}", "--module", "lmtrain", *lmtrain_args]
     )
     try:
-        run(arguments)
+        with launcher_logs_hidden():
+            run(arguments)
     except ChildFailedError as failed:
-        codes = [failure.exitcode for failure in failed.failures.values()]
-        return next((code for code in codes if code > 0), 1)
+        # A process that fails makes the launcher stop the others (SIGTERM): report the failure that
+        # a process explained itself (an exit code), else the signal that killed one.
+        codes = sorted((failure.exitcode, rank) for rank, failure in failed.failures.items())
+        explained = [code for code, _ in codes if code > 0]
+        if explained:
+            return explained[0]
+        number, rank = codes[0]
+        raise TrainingError(
+            f"training process {rank} was killed by {signal.Signals(-number).name}; the last checkpoint "
+            "in run_dir is kept (resume with --resume)"
+        ) from None
     except SignalException as stopped:
         return 128 + int(stopped.sigval)
     return 0
+
+
+@contextmanager
+def launcher_logs_hidden() -> Iterator[None]:
+    """Silence the log lines of torchrun's launcher (`torch.distributed.run`, `...elastic`)."""
+    loggers = [logging.getLogger(name) for name in ("torch.distributed.run", "torch.distributed.elastic")]
+    hidden = logging.NullHandler()
+    for logger in loggers:
+        logger.propagate = False
+        logger.addHandler(hidden)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(hidden)
+            logger.propagate = True

@@ -346,18 +346,23 @@ class Trainer:
     def skip_or_stop(self, problem: str, state: State) -> None:
         """Handle a non-finite loss or gradient as `train.on_nonfinite` says; nothing has been updated."""
         where = f"{problem} at step {self.step + 1}"
+        # The loss and the gradients are the same on every rank, and so is this decision.
         if self.config.train.on_nonfinite == "stop":
-            raise TrainingError(
-                f"{where}; the last good checkpoint in {self.run.path} is kept; lower train.lr, set "
-                "train.clip.max_norm, or skip such batches with train.on_nonfinite=skip"
+            raise self.parallel.together(
+                TrainingError(
+                    f"{where}; the last good checkpoint in {self.run.path} is kept; lower train.lr, set "
+                    "train.clip.max_norm, or skip such batches with train.on_nonfinite=skip"
+                )
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.skipped_batches += 1
         self.consecutive_skips += 1
         if self.consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
-            raise TrainingError(
-                f"{where}, and the {MAX_CONSECUTIVE_SKIPS - 1} batches before it were skipped for the same "
-                f"reason; the last good checkpoint in {self.run.path} is kept; lower train.lr"
+            raise self.parallel.together(
+                TrainingError(
+                    f"{where}, and the {MAX_CONSECUTIVE_SKIPS - 1} batches before it were skipped for the "
+                    f"same reason; the last good checkpoint in {self.run.path} is kept; lower train.lr"
+                )
             )
         # Carry the state on unless it is itself broken; a zero state is the next best start.
         finite = self.parallel.all(all(bool(torch.isfinite(t).all()) for layer in state for t in layer))
@@ -455,8 +460,10 @@ class Trainer:
                     self.train_on(window, logger, bar)
                     if self.parallel.any(stop_requested()):  # all ranks stop after the same step
                         self.save(improved=False)
-                        raise TrainingInterrupted(
-                            f"training stopped by a signal at step {self.step}; saved {self.run.last}"
+                        raise self.parallel.together(
+                            TrainingInterrupted(
+                                f"training stopped by a signal at step {self.step}; saved {self.run.last}"
+                            )
                         )
             if self.evaluated_at != self.step:
                 self.evaluate_and_save(logger, scheduled=False)

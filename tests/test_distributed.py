@@ -38,7 +38,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def train_in_group(rank: int, world_size: int, port: int, jobs: list[tuple[dict, bool]], results: str) -> None:
+def train_in_group(
+    rank: int, world_size: int, port: int, jobs: list[tuple[dict, bool]], results: str
+) -> None:
     """One rank: join the gloo group, train every `(config, resume)` job in turn; rank 0 records losses."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
@@ -71,7 +73,9 @@ def two_process_runs(tiny_corpus, tmp_path_factory):
     whole = tiny_config_dict(tiny_corpus, folder / "whole", train={"max_steps": STEPS, "eval_interval": 3})
     split = tiny_config_dict(tiny_corpus, folder / "split", train={"max_steps": 4, "eval_interval": 3})
     resumed = tiny_config_dict(tiny_corpus, folder / "split", train={"max_steps": STEPS, "eval_interval": 3})
-    losses = run_in_two_processes([(no_dropout, False), (whole, False), (split, False), (resumed, True)], folder)
+    losses = run_in_two_processes(
+        [(no_dropout, False), (whole, False), (split, False), (resumed, True)], folder
+    )
     return folder, no_dropout, losses
 
 
@@ -116,7 +120,9 @@ def test_resumed_two_process_run_reproduces_the_uninterrupted_one(two_process_ru
 def test_resuming_with_another_number_of_processes_is_refused(two_process_runs, tiny_corpus):
     folder, _, _ = two_process_runs
     config = tiny_config_dict(tiny_corpus, folder / "whole", train={"max_steps": STEPS + 2})
-    with pytest.raises(ConfigError, match=r"written by 2 processes and this run has 1 process; resume with 2"):
+    with pytest.raises(
+        ConfigError, match=r"written by 2 processes and this run has 1 process; resume with 2"
+    ):
         run_training(config, resume=True)
 
 
@@ -134,7 +140,11 @@ def test_blocks_of_streams_cover_the_batch_in_rank_order():
     ("train", "world_size", "message"),
     [
         ({"batch_size": 6}, 4, r"train.batch_size \(6\) must be divisible by the number of processes \(4\)"),
-        ({"backend": "nccl", "device": "cpu"}, 2, "train.backend=nccl needs CUDA GPUs, and this run is on cpu"),
+        (
+            {"backend": "nccl", "device": "cpu"},
+            2,
+            "train.backend=nccl needs CUDA GPUs, and this run is on cpu",
+        ),
     ],
 )
 def test_launches_that_cannot_work_are_refused(tiny_corpus, tmp_path, train, world_size, message):
@@ -166,38 +176,29 @@ def lmtrain_process(*args, **popen) -> subprocess.Popen:
     )
 
 
-def test_nproc_2_trains_with_one_set_of_files(tiny_config_file, tmp_path):
-    config = tiny_config_file(train={"max_steps": 4, "eval_interval": 2}, log={"tensorboard": True})
-    process = lmtrain_process("train", config, "--nproc", "2", "--no-progress")
-    stdout, stderr = process.communicate(timeout=180)
-    assert process.returncode == 0, stderr
-    run_dir = tmp_path / "run"
-    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
-    assert sorted(path.name for path in run_dir.glob("*.pt")) == ["best.pt", "last.pt"]
-    assert stdout.count("done: 4 steps") == 1  # rank 0 alone prints
-    assert stdout.count("step 2 | valid loss") == 1
-    checkpoint = torch.load(run_dir / "last.pt", weights_only=True)
-    assert checkpoint["progress"]["world_size"] == 2
-    assert "Traceback" not in stderr
-
-
-def test_ctrl_c_under_nproc_saves_last_checkpoint_and_resumes(tiny_config_file, tmp_path):
-    config = tiny_config_file(train={"max_steps": 100_000, "eval_interval": 5})
+def test_ctrl_c_under_nproc_2_saves_one_good_last_checkpoint(tiny_config_file, tmp_path):
+    config = tiny_config_file(train={"max_steps": 100_000, "eval_interval": 3}, log={"tensorboard": True})
     process = lmtrain_process("train", config, "--nproc", "2", "--no-progress", start_new_session=True)
-    last = tmp_path / "run" / "last.pt"
+    run_dir = tmp_path / "run"
     try:
         deadline = time.monotonic() + 120
-        while not last.exists() and time.monotonic() < deadline:
+        while not (run_dir / "last.pt").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert last.exists(), "training never wrote last.pt"
+        assert (run_dir / "last.pt").exists(), "training never wrote last.pt"
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        _, stderr = process.communicate(timeout=120)
+        stdout, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    assert stderr.count("training stopped by a signal") == 1 and "--resume --nproc 2" in stderr
-    checkpoint = torch.load(last, weights_only=True)
-    assert checkpoint["progress"]["step"] >= 5 and checkpoint["progress"]["world_size"] == 2
-    assert not (tmp_path / "run" / ".lock").exists()
+    # Rank 0 alone prints, writes checkpoints and TensorBoard; the one error line says how to go on.
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: training stopped by a signal at step"), stderr
+    assert lines[0].endswith("--resume --nproc 2")
+    evaluations = [line for line in stdout.splitlines() if "| valid loss" in line]
+    assert evaluations and len(set(evaluations)) == len(evaluations)
+    assert sorted(path.name for path in run_dir.glob("*.pt")) == ["best.pt", "last.pt"]
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert not (run_dir / ".lock").exists()
+    checkpoint = torch.load(run_dir / "last.pt", weights_only=True)
+    assert checkpoint["progress"]["world_size"] == 2 and checkpoint["progress"]["step"] >= 3
