@@ -58,13 +58,13 @@ def main_options(
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Print an LmtrainError as one red line and exit with its code (unless in debug mode)."""
-    from lmtrain.distributed import environment_rank
-
     try:
         yield
     except LmtrainError as error:
         if debug_mode["on"]:
             raise
+        from lmtrain.distributed import environment_rank
+
         rank = environment_rank()
         if rank == 0:
             typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
