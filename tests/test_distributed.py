@@ -1,6 +1,6 @@
 """Data-parallel training (issue 7): two CPU processes with gloo train what one process trains.
 
-The training runs start two processes with `torch.multiprocessing.spawn` that join one gloo group on
+The training runs fork two processes with `torch.multiprocessing` that join one gloo group on
 localhost; `lmtrain.trainer.train` then uses that group. One test runs the real command line,
 `lmtrain train --nproc 2`, which starts the processes through torchrun's launcher.
 """
@@ -59,7 +59,10 @@ def train_in_group(
 def run_in_two_processes(jobs: list[tuple[dict, bool]], folder: Path) -> list[list[float]]:
     """The train/loss curve of every job, run by two processes that split the batch."""
     results = folder / "losses.json"
-    mp.spawn(train_in_group, args=(2, free_port(), jobs, str(results)), nprocs=2, join=True)
+    # Forked, not spawned: the children need not import torch again (the parent has no process group).
+    mp.start_processes(
+        train_in_group, args=(2, free_port(), jobs, str(results)), nprocs=2, start_method="fork"
+    )
     return json.loads(results.read_text())
 
 
