@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 from lmtrain.checkpoint import load_checkpoint
 from lmtrain.config import config_from_dict
 from lmtrain.distributed import DataParallel, check_launch, data_parallel
-from lmtrain.errors import ConfigError
+from lmtrain.errors import ConfigError, LmtrainError
 from lmtrain.trainer import train
 from tests.conftest import tiny_config_dict
 from tests.test_trainer import RecordingLogger, run_training
@@ -41,34 +41,39 @@ def free_port() -> int:
 def train_in_group(
     rank: int, world_size: int, port: int, jobs: list[tuple[dict, bool]], results: str
 ) -> None:
-    """One rank: join the gloo group, train every `(config, resume)` job in turn; rank 0 records losses."""
+    """One rank: join the gloo group and train every `(config, resume)` job in turn, recording each
+    one's train/loss curve, or the error it raised and whether the CLI would leave it to rank 0."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
-    losses = []
+    outcomes = []
     try:
         for config, resume in jobs:
             logger = RecordingLogger()
-            train(config_from_dict(config), resume=resume, show_progress=False, logger=logger)
-            losses.append(logger.losses())
+            try:
+                train(config_from_dict(config), resume=resume, show_progress=False, logger=logger)
+            except LmtrainError as error:
+                outcomes.append([type(error).__name__, getattr(error, "reported_by_rank_0", False)])
+            else:
+                outcomes.append(logger.losses())
     finally:
         dist.destroy_process_group()
-    if rank == 0:
-        Path(results).write_text(json.dumps(losses))
+    Path(f"{results}.{rank}").write_text(json.dumps(outcomes))
 
 
-def run_in_two_processes(jobs: list[tuple[dict, bool]], folder: Path) -> list[list[float]]:
-    """The train/loss curve of every job, run by two processes that split the batch."""
-    results = folder / "losses.json"
+def run_in_two_processes(jobs: list[tuple[dict, bool]], folder: Path) -> tuple[list, list]:
+    """What every job gave on rank 0 and on rank 1, run by two processes that split the batch."""
+    results = folder / "outcomes.json"
     # Forked, not spawned: the children need not import torch again (the parent has no process group).
     mp.start_processes(
         train_in_group, args=(2, free_port(), jobs, str(results)), nprocs=2, start_method="fork"
     )
-    return json.loads(results.read_text())
+    return tuple(json.loads(Path(f"{results}.{rank}").read_text()) for rank in range(2))
 
 
 @pytest.fixture(scope="module")
 def two_process_runs(tiny_corpus, tmp_path_factory):
-    """Three 2-process runs in one spawn: without dropout, and with dropout whole and stopped/resumed."""
+    """2-process runs in one pair of processes: without dropout; with dropout, whole and stopped and
+    resumed; and a start refused by rank 0 (its run_dir already holds a run)."""
     folder = tmp_path_factory.mktemp("distributed")
     no_dropout = tiny_config_dict(
         tiny_corpus, folder / "two", model={"dropout": 0.0}, train={"max_steps": STEPS, "eval_interval": 3}
@@ -76,14 +81,14 @@ def two_process_runs(tiny_corpus, tmp_path_factory):
     whole = tiny_config_dict(tiny_corpus, folder / "whole", train={"max_steps": STEPS, "eval_interval": 3})
     split = tiny_config_dict(tiny_corpus, folder / "split", train={"max_steps": 4, "eval_interval": 3})
     resumed = tiny_config_dict(tiny_corpus, folder / "split", train={"max_steps": STEPS, "eval_interval": 3})
-    losses = run_in_two_processes(
-        [(no_dropout, False), (whole, False), (split, False), (resumed, True)], folder
-    )
-    return folder, no_dropout, losses
+    jobs = [(no_dropout, False), (whole, False), (split, False), (resumed, True), (whole, False)]
+    on_rank_0, on_rank_1 = run_in_two_processes(jobs, folder)
+    assert on_rank_1[:4] == [[]] * 4  # rank 0 alone logs
+    return folder, no_dropout, on_rank_0, on_rank_1
 
 
 def test_two_processes_train_what_one_process_trains(two_process_runs, tmp_path):
-    folder, config, losses = two_process_runs
+    folder, config, losses, _ = two_process_runs
     one = {**config, "run_dir": str(tmp_path / "one")}
     _, logger = run_training(one)
     assert losses[0] == pytest.approx(logger.losses(), rel=1e-5, abs=1e-6)
@@ -98,7 +103,7 @@ def test_two_processes_train_what_one_process_trains(two_process_runs, tmp_path)
 
 
 def test_two_processes_write_one_self_contained_checkpoint(two_process_runs):
-    folder, config, _ = two_process_runs
+    folder, config, _, _ = two_process_runs
     run_dir = folder / "two"
     assert sorted(path.name for path in run_dir.iterdir()) == ["best.pt", "config.yaml", "last.pt"]
     checkpoint = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
@@ -111,8 +116,8 @@ def test_two_processes_write_one_self_contained_checkpoint(two_process_runs):
 
 
 def test_resumed_two_process_run_reproduces_the_uninterrupted_one(two_process_runs):
-    folder, _, losses = two_process_runs
-    _, whole, first, second = losses
+    folder, _, losses, _ = two_process_runs
+    _, whole, first, second, _ = losses
     assert first + second == whole  # dropout on: each rank's generators resume too
     whole_last = load_checkpoint(folder / "whole" / "last.pt")
     split_last = load_checkpoint(folder / "split" / "last.pt")
@@ -120,8 +125,14 @@ def test_resumed_two_process_run_reproduces_the_uninterrupted_one(two_process_ru
         assert torch.equal(tensor, split_last["model"][name]), name
 
 
+def test_an_error_on_rank_0_stops_every_rank_and_is_printed_once(two_process_runs):
+    _, _, on_rank_0, on_rank_1 = two_process_runs
+    assert on_rank_0[-1] == ["RunDirectoryError", False]  # rank 0 prints it
+    assert on_rank_1[-1] == ["RunDirectoryError", True]  # rank 1 raises it too, silently
+
+
 def test_resuming_with_another_number_of_processes_is_refused(two_process_runs, tiny_corpus):
-    folder, _, _ = two_process_runs
+    folder, _, _, _ = two_process_runs
     config = tiny_config_dict(tiny_corpus, folder / "whole", train={"max_steps": STEPS + 2})
     with pytest.raises(
         ConfigError, match=r"written by 2 processes and this run has 1 process; resume with 2"
