@@ -260,23 +260,24 @@ def data_parallel(train: TrainConfig) -> Iterator[DataParallel]:
     and destroyed at the end; a group the caller has already created is used as it is and left alone.
     """
     if dist.is_available() and dist.is_initialized():
-        yield group_member(train, dist.get_rank(), dist.get_world_size())
+        yield this_process(train, dist.get_rank(), dist.get_world_size())
         return
-    world_size, local_world_size = environment_world()
+    world_size = environment_world()[0]
     if world_size <= 1:
         yield DataParallel(resolve_device(train.device))
         return
-    device = check_launch(train, world_size, local_world_size)
-    dist.init_process_group(choose_backend(train.backend, device))
+    parallel = this_process(train, environment_rank(), world_size)  # checked, on its GPU, before joining
+    dist.init_process_group(choose_backend(train.backend, parallel.device))
     try:
-        yield group_member(train, dist.get_rank(), world_size)
+        yield parallel
     finally:
         dist.destroy_process_group()
 
 
-def group_member(train: TrainConfig, rank: int, world_size: int) -> DataParallel:
-    """The `DataParallel` of rank `rank`; on CUDA each process uses the GPU of its local rank."""
-    device = check_launch(train, world_size, environment_world()[1] if world_size > 1 else 1)
+def this_process(train: TrainConfig, rank: int, world_size: int) -> DataParallel:
+    """The `DataParallel` of rank `rank`, once the launch is checked; on CUDA each process uses the
+    GPU of its local rank."""
+    device = check_launch(train, world_size, environment_world()[1])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
