@@ -228,7 +228,7 @@ def choose_backend(requested: str, device: torch.device) -> str:
 def check_launch(train: TrainConfig, world_size: int, local_world_size: int | None = None) -> torch.device:
     """Refuse a data-parallel launch that cannot work, before any process waits for another.
 
-    Returns the device type the processes will use.
+    Returns the kind of device the processes will train on (`cuda` without an index, or `cpu`).
     """
     device = resolve_device(train.device)
     if device.type == "mps":
