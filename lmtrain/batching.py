@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 State = list[tuple[torch.Tensor, ...]]
@@ -51,18 +52,56 @@ def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     return ids[: rows * batch_size].view(batch_size, rows).t().contiguous()
 
 
-def get_batch(source: torch.Tensor, i: int, bptt: int) -> tuple[torch.Tensor, torch.Tensor]:
+class TokenStreams:
+    """The layout of `batchify`, read a window at a time from a 1-D id array that is never loaded whole.
+
+    The array is usually the memory-mapped id cache of a split (`lmtrain.corpus`), stored as uint16
+    or uint32, so training on a corpus larger than memory only ever holds the current window.
+    Indexing rows (`streams[i : i + T]`) gives what `batchify(ids, B)[i : i + T]` gives: an int64
+    tensor `[T, B]` on `device`. So `get_batch`, `window_starts` and `num_windows` take either.
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, device: torch.device | str = "cpu"):
+        rows = len(ids) // batch_size
+        self.by_stream = ids[: rows * batch_size].reshape(batch_size, rows)  # [B, rows], a view
+        self.device = torch.device(device)
+
+    def size(self, dim: int) -> int:
+        """`[rows, B]`, as the tensor `batchify` would return."""
+        return (self.by_stream.shape[1], self.by_stream.shape[0])[dim]
+
+    def to(self, device: torch.device | str) -> TokenStreams:
+        """The same streams, with windows delivered on `device`."""
+        return self._with(self.by_stream, device)
+
+    def block(self, streams: slice) -> TokenStreams:
+        """Only the streams `streams` (one process's share in data-parallel training), as
+        `batchify(ids, B)[:, streams]` would give them."""
+        return self._with(self.by_stream[streams], self.device)
+
+    @staticmethod
+    def _with(by_stream: np.ndarray, device: torch.device | str) -> TokenStreams:
+        streams = TokenStreams.__new__(TokenStreams)
+        streams.by_stream, streams.device = by_stream, torch.device(device)
+        return streams
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        window = np.ascontiguousarray(self.by_stream[:, rows].T, dtype=np.int64)  # [B, T] -> [T, B]
+        return torch.from_numpy(window).to(self.device)
+
+
+def get_batch(source: torch.Tensor | TokenStreams, i: int, bptt: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs `[T, B]` starting at row `i` and their targets `[T, B]`, one row later."""
     length = min(bptt, source.size(0) - 1 - i)
     return source[i : i + length], source[i + 1 : i + 1 + length]
 
 
-def window_starts(source: torch.Tensor, bptt: int) -> Iterator[int]:
+def window_starts(source: torch.Tensor | TokenStreams, bptt: int) -> Iterator[int]:
     """The first row of every window of one pass over `source`."""
     return iter(range(0, source.size(0) - 1, bptt))
 
 
-def num_windows(source: torch.Tensor, bptt: int) -> int:
+def num_windows(source: torch.Tensor | TokenStreams, bptt: int) -> int:
     """How many windows one pass over `source` has."""
     return len(range(0, source.size(0) - 1, bptt))
 

@@ -4,8 +4,8 @@
     resume: false | true | auto
     data:  {dataset | train/valid/test paths | file + split, errors, tokenizer, min_freq, max_vocab, ...}
     model: {cell, nonlinearity, gru_variant, spectral_radius, embedding_size, hidden_size, num_layers,
-            dropout, residual, init, forget_bias, initial_state, initial_state_scale, bidirectional,
-            tie_weights}
+            dropout, residual, init, init_range, forget_bias, initial_state, initial_state_scale,
+            bidirectional, tie_weights}
     train: {batch_size, bptt, variable_bptt, epochs, max_steps, optimizer, lr, schedule: {...},
             clip: {max_norm, value}, on_nonfinite, eval_interval, seed, device, precision, backend, ...}
     log:   {log_interval, tensorboard, grad_flow, quiet, sample_length, sample_temperature}
@@ -153,6 +153,13 @@ class ModelConfig(Section):
         "default",
         description="Recurrent weight initialisation: `default` U(±1/sqrt(H)) as PyTorch; `xavier` (Glorot); "
         "`orthogonal` recurrent blocks; `he` N(0, 2/fan_in); `identity`: IRNN, `W_aa = I` (`rnn` only).",
+    )
+    init_range: float | None = Field(
+        None,
+        gt=0.0,
+        description="When set, every weight and bias of the model (embedding, cells, decoder) starts from "
+        "U(±init_range) instead, as Zaremba et al. (2014) do (0.1 small, 0.05 medium); the lstm's forget "
+        "bias is then `forget_bias`.",
     )
     forget_bias: float = Field(1.0, description="`lstm` only: the initial forget-gate bias `b_f`.")
     initial_state: Literal["zeros", "random", "learned"] = Field(

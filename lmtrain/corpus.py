@@ -23,6 +23,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import repeat
 from pathlib import Path
 
@@ -40,12 +41,30 @@ TEXT_CHUNK_BYTES = 1 << 20  # text is decoded and tokenized this many bytes at a
 
 @dataclass
 class Corpus:
-    """A tokenizer and the token ids of the train / valid / (optional) test splits."""
+    """A tokenizer and the token ids of the train / valid / (optional) test splits.
+
+    `train_ids`, `valid_ids` and `test_ids` are the ids as cached on disk (uint16 or uint32),
+    memory-mapped: a split is never read into memory whole, so a corpus larger than memory trains
+    (the trainer reads it a window at a time, see `lmtrain.batching.TokenStreams`). `train`, `valid`
+    and `test` are int64 tensor copies, made on first use, for the splits small enough to hold.
+    """
 
     tokenizer: Tokenizer
-    train: torch.Tensor
-    valid: torch.Tensor
-    test: torch.Tensor | None
+    train_ids: np.ndarray
+    valid_ids: np.ndarray
+    test_ids: np.ndarray | None
+
+    @cached_property
+    def train(self) -> torch.Tensor:
+        return as_long_tensor(self.train_ids)
+
+    @cached_property
+    def valid(self) -> torch.Tensor:
+        return as_long_tensor(self.valid_ids)
+
+    @cached_property
+    def test(self) -> torch.Tensor | None:
+        return None if self.test_ids is None else as_long_tensor(self.test_ids)
 
 
 # ---------------------------------------------------------------- reading text, streamed
@@ -271,9 +290,8 @@ def cached_ids(tokenizer: Tokenizer, vocab_key: str, path: Path, errors: str, wh
     return np.memmap(output, dtype=dtype, mode="r")
 
 
-def as_long_tensor(ids: np.ndarray, max_tokens: int | None) -> torch.Tensor:
-    if max_tokens is not None:
-        ids = ids[:max_tokens]
+def as_long_tensor(ids: np.ndarray) -> torch.Tensor:
+    """An int64 tensor copy of stored ids (uint16 or uint32, usually memory-mapped)."""
     return torch.from_numpy(np.asarray(ids, dtype=np.int64))
 
 
@@ -287,24 +305,36 @@ def load_corpus(data: DataConfig, cache: Path | None = None) -> Corpus:
         check_text_file(paths.test, "test file")
     tokenizer, vocab_key = cached_tokenizer(data, paths.train, cache)
 
-    def ids(path: Path, what: str) -> torch.Tensor:
-        return as_long_tensor(
-            cached_ids(tokenizer, vocab_key, path, data.errors, what, cache), data.max_tokens
-        )
+    def ids(path: Path, what: str) -> np.ndarray:
+        stored = cached_ids(tokenizer, vocab_key, path, data.errors, what, cache)
+        return stored if data.max_tokens is None else stored[: data.max_tokens]  # still a mapped view
 
     return Corpus(
         tokenizer=tokenizer,
-        train=ids(paths.train, "training file"),
-        valid=ids(paths.valid, "validation file"),
-        test=ids(paths.test, "test file") if paths.test is not None else None,
+        train_ids=ids(paths.train, "training file"),
+        valid_ids=ids(paths.valid, "validation file"),
+        test_ids=ids(paths.test, "test file") if paths.test is not None else None,
     )
 
 
-def unigram_perplexity(train: torch.Tensor, valid: torch.Tensor, vocab_size: int) -> float:
+UNIGRAM_CHUNK = 1 << 24
+"""Ids counted at a time by `unigram_perplexity`, so that a memory-mapped split is never loaded whole."""
+
+
+def unigram_perplexity(
+    train: np.ndarray | torch.Tensor, valid: np.ndarray | torch.Tensor, vocab_size: int
+) -> float:
     """Perplexity of `valid` under the add-one-smoothed unigram distribution of `train`.
 
     The baseline a language model must beat: it knows word frequencies but no context.
     """
-    counts = torch.bincount(train, minlength=vocab_size).double() + 1.0
-    log_probs = (counts / counts.sum()).log()
-    return float(torch.exp(-log_probs[valid].mean()))
+    train, valid = np.asarray(train), np.asarray(valid)
+    counts = np.ones(vocab_size, dtype=np.float64)
+    for start in range(0, len(train), UNIGRAM_CHUNK):
+        counts += np.bincount(train[start : start + UNIGRAM_CHUNK], minlength=vocab_size)
+    log_probs = np.log(counts / counts.sum())
+    total = sum(
+        float(log_probs[valid[start : start + UNIGRAM_CHUNK]].sum())
+        for start in range(0, len(valid), UNIGRAM_CHUNK)
+    )
+    return float(np.exp(-total / len(valid)))

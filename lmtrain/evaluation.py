@@ -19,9 +19,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from lmtrain.batching import batchify, get_batch, window_starts
+from lmtrain.batching import TokenStreams, batchify, get_batch, window_starts
 from lmtrain.config import Config
 from lmtrain.corpus import encode_split, read_text, split_paths
 from lmtrain.devices import state_in
@@ -53,7 +54,7 @@ class Evaluation:
 @torch.no_grad()
 def evaluate(
     model: RNNLanguageModel,
-    ids: torch.Tensor,
+    ids: torch.Tensor | np.ndarray,
     batch_size: int,
     bptt: int,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
@@ -67,7 +68,10 @@ def evaluate(
     an empty block gives `Evaluation(0.0, 0)`.
     """
     device = model.decoder.weight.device
-    source = batchify(ids, batch_size)[:, streams].contiguous().to(device)  # [rows, streams]
+    if isinstance(ids, torch.Tensor):
+        source = batchify(ids, batch_size)[:, streams].contiguous().to(device)  # [rows, streams]
+    else:  # stored (memory-mapped) ids, read a window at a time
+        source = TokenStreams(ids, batch_size, device).block(streams)
     if source.size(1) == 0:
         return Evaluation(loss=0.0, tokens=0)
     was_training = model.training

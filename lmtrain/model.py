@@ -68,6 +68,7 @@ class RNNLanguageModel(nn.Module):
         residual: bool = False,
         bidirectional: bool = False,
         tie_weights: bool = False,
+        init_range: float | None = None,
         **cell_options,
     ):
         super().__init__()
@@ -97,6 +98,8 @@ class RNNLanguageModel(nn.Module):
         if tie_weights:
             self.decoder.weight = self.embedding.weight
         self.reset_embedding_and_decoder()
+        if init_range is not None:
+            self.reset_uniform(init_range)
 
     @classmethod
     def from_config(cls, vocab_size: int, config: ModelConfig) -> RNNLanguageModel:
@@ -111,6 +114,7 @@ class RNNLanguageModel(nn.Module):
             residual=config.residual,
             bidirectional=config.bidirectional,
             tie_weights=config.tie_weights,
+            init_range=config.init_range,
             gru_variant=config.gru_variant,
             init=config.init,
             initial_state=config.initial_state,
@@ -124,6 +128,23 @@ class RNNLanguageModel(nn.Module):
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
         nn.init.zeros_(self.decoder.bias)
+
+    def reset_uniform(self, init_range: float) -> None:
+        """Every weight and bias from U(-init_range, init_range), as Zaremba et al. (2014) start their PTB
+        models (0.1 small, 0.05 medium); the lstm's forget bias is then set to its ``forget_bias`` again
+        and learned initial states stay at zero."""
+        with torch.no_grad():
+            for name, parameter in self.named_parameters():
+                if ".initial_" not in name:
+                    parameter.uniform_(-init_range, init_range)
+            for layer in self.recurrent_layers():
+                forget_bias = getattr(layer, "forget_bias", None)
+                if forget_bias is not None:
+                    layer.bias[layer.hidden_size : 2 * layer.hidden_size].fill_(forget_bias)
+
+    def recurrent_layers(self) -> list[nn.Module]:
+        """The forward layers, then the backward ones of a bidirectional model."""
+        return [*self.layers, *(self.backward_layers or [])]
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """The forward layers' initial state (zeros unless the config's `initial_state` says otherwise)."""

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lmtrain.batching import State, WindowLengths, batchify, detach_state, get_batch
+from lmtrain.batching import State, TokenStreams, WindowLengths, detach_state, get_batch
 from lmtrain.checkpoint import load_checkpoint, make_checkpoint, restore_config, save_checkpoint
 from lmtrain.config import Config, config_to_yaml
 from lmtrain.corpus import Corpus, load_corpus, unigram_perplexity
@@ -83,15 +83,15 @@ class TrainResult:
 def check_corpus_size(corpus: Corpus, config: Config) -> None:
     """Refuse splits too short for one training window or one evaluation window."""
     need_train = (config.train.bptt + 1) * config.train.batch_size
-    if corpus.train.numel() < need_train:
+    if len(corpus.train_ids) < need_train:
         raise DataError(
-            f"the training text has {corpus.train.numel()} tokens, fewer than one batch of windows needs "
+            f"the training text has {len(corpus.train_ids)} tokens, fewer than one batch of windows needs "
             f"((bptt + 1) x batch_size = {need_train}); use more text or lower train.batch_size / train.bptt"
         )
     need_valid = 2 * config.train.eval_batch_size
-    if corpus.valid.numel() < need_valid:
+    if len(corpus.valid_ids) < need_valid:
         raise DataError(
-            f"the validation text has {corpus.valid.numel()} tokens, fewer than evaluation needs "
+            f"the validation text has {len(corpus.valid_ids)} tokens, fewer than evaluation needs "
             f"(2 x eval_batch_size = {need_valid}); use more text or lower train.eval_batch_size"
         )
 
@@ -161,10 +161,10 @@ class Trainer:
         self.corpus = load_corpus(config.data)
         check_corpus_size(self.corpus, config)
         self.tokenizer = self.corpus.tokenizer
-        # [rows, B] -> this process's block of streams, [rows, B / world_size] (all of it in one process).
+        # [rows, B], read a window at a time from the memory-mapped ids; this process's block of
+        # streams, [rows, B / world_size] (all of them in one process).
         streams = self.parallel.block(train.batch_size)
-        self.train_data = batchify(self.corpus.train, train.batch_size)[:, streams].contiguous()
-        self.train_data = self.train_data.to(self.device)
+        self.train_data = TokenStreams(self.corpus.train_ids, train.batch_size, self.device).block(streams)
         # The same generator on every rank: all ranks draw the same window lengths.
         self.window_lengths = WindowLengths(train.bptt, train.variable_bptt, train.bptt_std, seed=train.seed)
         self.model = RNNLanguageModel.from_config(self.tokenizer.vocab_size, config.model).to(self.device)
@@ -392,7 +392,7 @@ class Trainer:
             self.log_grad_flow(logger)  # on rank 0's streams
         valid = evaluate(
             self.model,
-            self.corpus.valid,
+            self.corpus.valid_ids,
             train.eval_batch_size,
             train.bptt,
             self.autocast,
@@ -480,7 +480,7 @@ class Trainer:
             best_valid_loss=self.best_valid_loss,
             final_valid=self.last_valid,
             unigram_perplexity=unigram_perplexity(
-                self.corpus.train, self.corpus.valid, self.tokenizer.vocab_size
+                self.corpus.train_ids, self.corpus.valid_ids, self.tokenizer.vocab_size
             ),
             tokenizer_kind=self.tokenizer.kind,
         )

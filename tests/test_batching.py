@@ -1,8 +1,9 @@
 """The TBPTT batch layout, checked against the picture in lmtrain/batching.py's docstring."""
 
+import numpy as np
 import torch
 
-from lmtrain.batching import batchify, detach_state, get_batch, num_windows, window_starts
+from lmtrain.batching import TokenStreams, batchify, detach_state, get_batch, num_windows, window_starts
 
 # The docstring's picture: the stream 0..25 in B = 4 columns; tokens 24 and 25 are dropped.
 EXPECTED = torch.tensor(
@@ -109,3 +110,32 @@ def test_detach_state_keeps_values_and_cuts_the_graph():
     loss.backward()
     assert leaf.grad is None
     assert torch.equal(weight.grad, torch.tensor([11.0, 8.0]))  # column sums of 2L + 3L + (L+1)
+
+
+def test_token_streams_read_from_a_memory_map_give_the_windows_of_batchify(tmp_path):
+    ids = np.arange(1000, dtype=np.uint16) * 7 % 65535
+    ids.tofile(tmp_path / "ids.bin")
+    mapped = np.memmap(tmp_path / "ids.bin", dtype=np.uint16, mode="r")
+    for batch_size in (1, 3, 4, 7):
+        streams = TokenStreams(mapped, batch_size)
+        reference = batchify(torch.from_numpy(ids.astype(np.int64)), batch_size)
+        assert (streams.size(0), streams.size(1)) == tuple(reference.shape)
+        assert num_windows(streams, 9) == num_windows(reference, 9)
+        for i in window_starts(streams, 9):
+            for got, expected in zip(get_batch(streams, i, 9), get_batch(reference, i, 9), strict=True):
+                assert got.dtype == torch.int64 and torch.equal(got, expected)
+    assert isinstance(streams.by_stream.base, np.memmap | np.ndarray)  # a view, nothing copied
+
+
+def test_token_streams_deliver_windows_on_their_device():
+    streams = TokenStreams(np.arange(26, dtype=np.uint32), 4).to("meta")
+    assert streams[0:2].device.type == "meta" and streams[0:2].shape == (2, 4)
+
+
+def test_a_block_of_token_streams_is_those_columns_of_batchify():
+    ids = np.arange(103, dtype=np.uint16)
+    reference = batchify(torch.arange(103), 8)
+    for block in (slice(0, 4), slice(4, 8), slice(2, 3), slice(8, 8)):
+        streams = TokenStreams(ids, 8).block(block)
+        assert (streams.size(0), streams.size(1)) == tuple(reference[:, block].shape)
+        assert torch.equal(streams[3:9], reference[3:9, block])

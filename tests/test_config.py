@@ -50,6 +50,7 @@ def test_minimal_config_loads_with_defaults(minimal):
         "dropout": 0.2,
         "residual": False,
         "init": "default",
+        "init_range": None,
         "forget_bias": 1.0,
         "initial_state": "zeros",
         "initial_state_scale": 0.1,
@@ -148,8 +149,8 @@ def test_override_of_unknown_key_suggests_the_closest(minimal):
     assert "did you mean 'cell'?" in message
     assert (
         "valid keys: bidirectional, cell, dropout, embedding_size, forget_bias, gru_variant, hidden_size, "
-        "init, initial_state, initial_state_scale, nonlinearity, num_layers, residual, spectral_radius, "
-        "tie_weights"
+        "init, init_range, initial_state, initial_state_scale, nonlinearity, num_layers, residual, "
+        "spectral_radius, tie_weights"
     ) in message
 
 

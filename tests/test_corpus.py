@@ -3,6 +3,7 @@
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -240,3 +241,11 @@ def test_one_file_is_split_by_character_fractions(tmp_path):
 def test_split_of_a_missing_file(tmp_path):
     with pytest.raises(DataError, match=r"data.file .*missing.txt does not exist"):
         load_corpus(DataConfig(file=tmp_path / "missing.txt", split=[0.9, 0.1]), cache=tmp_path / "c")
+
+
+def test_unigram_perplexity_counts_a_mapped_split_in_chunks_with_the_same_result(monkeypatch):
+    generator = np.random.default_rng(0)
+    train, valid = generator.integers(0, 50, 10_007).astype(np.uint16), generator.integers(0, 50, 999)
+    whole = unigram_perplexity(torch.from_numpy(train.astype(np.int64)), torch.from_numpy(valid), 50)
+    monkeypatch.setattr(corpus_module, "UNIGRAM_CHUNK", 128)
+    assert unigram_perplexity(train, valid, 50) == pytest.approx(whole, rel=1e-12)

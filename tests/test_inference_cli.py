@@ -325,3 +325,26 @@ def test_score_in_a_real_subprocess(checkpoint):
     assert scored.returncode == 0, scored.stderr
     assert scored.stdout == invoke("score", checkpoint, SENTENCE, WRONG_NUMBER, "--json").output
     assert json.loads(scored.stdout)["inputs"][0]["tokens"] == 10
+
+
+def test_sample_into_a_pipe_closed_early_exits_quietly(checkpoint):
+    """`lmtrain sample ... | head -1`: the reader goes away after one line; no traceback, no error."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lmtrain",
+            "sample",
+            str(checkpoint),
+            "--num-samples",
+            "400",
+            "--length",
+            "40",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout.readline().strip()
+    process.stdout.close()
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=60) in (0, 141, -13) and errors == "", errors  # -13: killed by SIGPIPE

@@ -278,3 +278,38 @@ def test_every_cell_learns_on_the_bundled_corpus(bundled, one_thread, kind):
     # The loss on held-out text at step 0 is about ln(V) = 5.3; after 50 steps every cell is at least
     # 0.6 nats lower (measured: 3.4 for the esn to 4.7 for the IRNN); 0.5 leaves room for other platforms.
     assert after < before - 0.5, (before, after)
+
+
+def test_init_range_starts_every_weight_uniform_and_keeps_the_forget_bias():
+    model = RNNLanguageModel(
+        50, "lstm", 8, 12, 2, init_range=0.05, forget_bias=0.5, bidirectional=True, initial_state="learned"
+    )
+    for name, parameter in model.named_parameters():
+        if ".initial_" in name:
+            assert not parameter.any(), name
+            continue
+        values = parameter.detach().clone()
+        if name.endswith("bias") and "layers" in name:
+            values = torch.cat([values[:12], values[24:]])  # the forget gate's block is forget_bias
+            assert torch.all(parameter[12:24] == 0.5), name
+        assert values.abs().max() <= 0.05 and values.std() > 0.02, name
+
+
+def test_the_ptb_configs_lr_and_clip_give_the_papers_updates_on_a_loss_summed_over_time():
+    """configs/ptb-small.yaml's claim: lr 1 and clip 5 on the loss summed over T steps (Zaremba et al.)
+    take exactly the step of lr T and clip 5 / T on lmtrain's mean over all tokens."""
+    steps, batch = 20, 4
+    tokens = torch.randint(0, 30, (steps + 1, batch), generator=torch.Generator().manual_seed(0))
+    weights = {}
+    for reduction, lr, clip in (("sum_over_time", 1.0, 5.0), ("mean", float(steps), 5.0 / steps)):
+        torch.manual_seed(3)
+        model = RNNLanguageModel(30, "lstm", 8, 16, 2, init_range=0.5)
+        loss, _ = model.language_model_loss(tokens[:-1], tokens[1:])  # mean over T * B tokens
+        if reduction == "sum_over_time":
+            loss = loss * steps  # the sum over time of the batch means
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        assert norm > clip  # the clip is active, so the test says something about it
+        torch.optim.SGD(model.parameters(), lr=lr).step()
+        weights[reduction] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert_close(weights["mean"], weights["sum_over_time"], rtol=1e-5, atol=1e-5)

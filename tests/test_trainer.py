@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from lmtrain import datasets
 from lmtrain.checkpoint import load_checkpoint
 from lmtrain.config import config_from_dict, load_config
+from lmtrain.corpus import Corpus
 from lmtrain.errors import ConfigError, DataError, RunDirectoryError, TrainingError
 from lmtrain.rundir import RunDirectory
 from lmtrain.trainer import Trainer, train
@@ -386,8 +387,20 @@ def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
     assert bf16.keywords == {"device_type": "cuda", "dtype": torch.bfloat16}
 
 
-def test_bf16_autocast_trains_a_gru_and_carries_fp32_state(tiny_corpus, tmp_path, monkeypatch):
-    """The bf16 path, run under CPU autocast as a stand-in for CUDA's (no GPU in the test suite)."""
+BF16_MODELS = {
+    "gru": {"cell": "gru"},
+    "gru-cudnn": {"cell": "gru", "gru_variant": "cudnn"},
+    "lstm": {"cell": "lstm"},
+    "rnn": {"cell": "rnn"},
+    "bidirectional-gru": {"cell": "gru", "bidirectional": True},
+    "bidirectional-lstm": {"cell": "lstm", "bidirectional": True},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BF16_MODELS))
+def test_bf16_autocast_trains_every_cell_and_carries_fp32_state(name, tiny_corpus, tmp_path, monkeypatch):
+    """The bf16 path, run under CPU autocast as a stand-in for CUDA's (tests/test_cuda.py runs the real
+    one where a GPU exists)."""
     import functools
 
     import lmtrain.trainer as trainer_module
@@ -398,9 +411,24 @@ def test_bf16_autocast_trains_a_gru_and_carries_fp32_state(tiny_corpus, tmp_path
         lambda precision, device: functools.partial(torch.autocast, device_type="cpu", dtype=torch.bfloat16),
     )
     config = tiny_config_dict(
-        tiny_corpus, tmp_path / "run", model={"cell": "gru"}, train={"max_steps": 4, "precision": "bf16"}
+        tiny_corpus, tmp_path / "run", model=BF16_MODELS[name], train={"max_steps": 4, "precision": "bf16"}
     )
     result, logger = run_training(config)
     assert result.steps == 4 and all(loss == loss for loss in logger.losses())
     carried = load_checkpoint(tmp_path / "run" / "last.pt")["carried_state"]
     assert all(tensor.dtype == torch.float32 for layer in carried for tensor in layer)
+
+
+def test_training_reads_the_splits_through_the_memory_map_and_never_copies_them_whole(
+    tiny_corpus, tmp_path, monkeypatch
+):
+    def refuse(self):
+        raise AssertionError("the trainer loaded a whole split as an int64 tensor")
+
+    for split in ("train", "valid", "test"):
+        monkeypatch.setattr(Corpus, split, property(refuse))
+    config = tiny_config_dict(tiny_corpus, tmp_path / "run", train={"max_steps": 12, "eval_interval": 6})
+    result, _ = run_training(config)
+    assert result.steps == 12 and result.final_valid.tokens > 0 and result.unigram_perplexity > 1
+    config["train"]["max_steps"] = 18
+    assert run_training(config, resume=True)[0].steps == 18

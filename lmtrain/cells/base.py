@@ -227,6 +227,8 @@ class RecurrentLayer(nn.Module):
         state = self._checked_state(state, x)
         # The input half of W_a [a<t-1>, x<t>] + b for every step at once.
         x_proj = F.linear(x, self.weight_ax, self.bias)  # [T, B, G*H]
+        # Under autocast x_proj is bf16 while a carried state may be fp32: the window runs in x_proj's dtype.
+        state = tuple(tensor.to(x_proj.dtype) for tensor in state)
         return self._run_window(x_proj, state)
 
     def _run_window(self, x_proj: Tensor, state: State) -> tuple[Tensor, State]:

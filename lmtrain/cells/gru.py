@@ -96,7 +96,9 @@ class CudnnGRULayer(RecurrentLayer):
         a_gates, a_candidate = recurrent.split([2 * hidden, hidden], dim=1)  # [B, 2H], [B, H]
         update, reset = torch.sigmoid(x_gates + a_gates).chunk(2, dim=1)  # Γ_u, Γ_r: [B, H] each
         candidate = torch.tanh(
-            torch.addcmul(x_candidate, reset, a_candidate + self.recurrent_candidate_bias)
+            torch.addcmul(
+                x_candidate, reset, a_candidate + self.recurrent_candidate_bias.to(a_candidate.dtype)
+            )
         )  # c̃<t>: [B, H]
         c = torch.lerp(c_prev, candidate, update)  # Γ_u * c̃<t> + (1 - Γ_u) * c<t-1>: [B, H]
         return c, (c,)

@@ -54,7 +54,8 @@ class LSTMLayer(RecurrentLayer):
         """The whole window through ``lstm_window``: a hand-written backward through time that computes
         the gradient of ``weight_aa`` as one matrix product after the loop (see ``lstm_bptt``)."""
         a_prev, c_prev = state
-        y, c = lstm_window(x_proj, a_prev, c_prev, self.weight_aa)
+        # Autocast does not reach inside the autograd Function: the weight joins x_proj's dtype here.
+        y, c = lstm_window(x_proj, a_prev, c_prev, self.weight_aa.to(x_proj.dtype))
         return y, (y[-1], c)
 
     def _cell(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
