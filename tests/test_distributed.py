@@ -21,10 +21,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lmtrain.checkpoint import load_checkpoint
+from lmtrain.checkpoint import load_checkpoint, restore_model
 from lmtrain.config import config_from_dict
 from lmtrain.distributed import DataParallel, check_launch, data_parallel
 from lmtrain.errors import ConfigError, LmtrainError
+from lmtrain.sampling import sample_text
 from lmtrain.trainer import train
 from tests.conftest import tiny_config_dict
 from tests.test_trainer import RecordingLogger, run_training
@@ -113,6 +114,8 @@ def test_two_processes_write_one_self_contained_checkpoint(two_process_runs):
         assert all(tensor.shape == (batch_size, hidden) for tensor in layer)
     ranks = checkpoint["rng"]["ranks"]
     assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
+    model, tokenizer, _ = restore_model(load_checkpoint(run_dir / "best.pt"))  # samples like any other
+    assert sample_text(model, tokenizer, 5, seed=1)
 
 
 def test_resumed_two_process_run_reproduces_the_uninterrupted_one(two_process_runs):
