@@ -167,6 +167,20 @@ class DataParallel:
             raise self.together(error)
         return result
 
+    def everywhere(self, action: Callable[[], T]) -> T:
+        """Run `action` on every rank. If it raises an LmtrainError on any rank, every rank raises the
+        error of the lowest such rank (named in the message unless it is rank 0), printed once."""
+        result, error = None, None
+        try:
+            result = action()
+        except LmtrainError as raised:
+            error = raised
+        failures = [(rank, failed) for rank, failed in enumerate(self.gather_objects(error)) if failed]
+        if failures:
+            rank, first = failures[0]
+            raise self.together(first if rank == 0 else type(first)(f"rank {rank}: {first}"))
+        return result
+
     def together(self, error: LmtrainError) -> LmtrainError:
         """Mark `error` as raised by every rank at once, so that the CLI prints it once, on rank 0."""
         if not self.is_main:

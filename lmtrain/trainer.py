@@ -574,8 +574,10 @@ def train(
             lambda: stack.enter_context(RunDirectory.open(Path(config.run_dir), overwrite, resume))
         )
         run = run or RunDirectory(Path(config.run_dir))  # ranks other than 0 never write to it
-        trainer = Trainer(
-            config, run, report=report, show_progress=show_progress, logger=logger, parallel=parallel
+        trainer = parallel.everywhere(  # reading the corpus may fail on one machine only
+            lambda: Trainer(
+                config, run, report=report, show_progress=show_progress, logger=logger, parallel=parallel
+            )
         )
         if resume:
             trainer.resume_from(run.last)

@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 from lmtrain.checkpoint import load_checkpoint, restore_model
 from lmtrain.config import config_from_dict
 from lmtrain.distributed import DataParallel, check_launch, data_parallel
-from lmtrain.errors import ConfigError, LmtrainError
+from lmtrain.errors import ConfigError, DataError, LmtrainError
 from lmtrain.sampling import sample_text
 from lmtrain.trainer import train
 from tests.conftest import tiny_config_dict
@@ -43,22 +43,36 @@ def train_in_group(
     rank: int, world_size: int, port: int, jobs: list[tuple[dict, bool]], results: str
 ) -> None:
     """One rank: join the gloo group and train every `(config, resume)` job in turn, recording each
-    one's train/loss curve, or the error it raised and whether the CLI would leave it to rank 0."""
+    one's train/loss curve, or the error it raised and whether the CLI would leave it to rank 0.
+    Last, an action that fails on rank 1 alone, run by `DataParallel.everywhere`."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     outcomes = []
+
+    def record(error: LmtrainError) -> None:
+        outcomes.append([type(error).__name__, str(error), getattr(error, "reported_by_rank_0", False)])
+
     try:
         for config, resume in jobs:
             logger = RecordingLogger()
             try:
                 train(config_from_dict(config), resume=resume, show_progress=False, logger=logger)
             except LmtrainError as error:
-                outcomes.append([type(error).__name__, getattr(error, "reported_by_rank_0", False)])
+                record(error)
             else:
                 outcomes.append(logger.losses())
+        try:
+            DataParallel(torch.device("cpu"), rank, world_size).everywhere(lambda: fail_on_rank(1))
+        except LmtrainError as error:
+            record(error)
     finally:
         dist.destroy_process_group()
     Path(f"{results}.{rank}").write_text(json.dumps(outcomes))
+
+
+def fail_on_rank(failing: int) -> None:
+    if dist.get_rank() == failing:
+        raise DataError("the training text is missing on this machine")
 
 
 def run_in_two_processes(jobs: list[tuple[dict, bool]], folder: Path) -> tuple[list, list]:
@@ -120,7 +134,7 @@ def test_two_processes_write_one_self_contained_checkpoint(two_process_runs):
 
 def test_resumed_two_process_run_reproduces_the_uninterrupted_one(two_process_runs):
     folder, _, losses, _ = two_process_runs
-    _, whole, first, second, _ = losses
+    _, whole, first, second = losses[:4]
     assert first + second == whole  # dropout on: each rank's generators resume too
     whole_last = load_checkpoint(folder / "whole" / "last.pt")
     split_last = load_checkpoint(folder / "split" / "last.pt")
@@ -130,8 +144,16 @@ def test_resumed_two_process_run_reproduces_the_uninterrupted_one(two_process_ru
 
 def test_an_error_on_rank_0_stops_every_rank_and_is_printed_once(two_process_runs):
     _, _, on_rank_0, on_rank_1 = two_process_runs
-    assert on_rank_0[-1] == ["RunDirectoryError", False]  # rank 0 prints it
-    assert on_rank_1[-1] == ["RunDirectoryError", True]  # rank 1 raises it too, silently
+    (name, _, printed), (same_name, _, silent) = on_rank_0[-2], on_rank_1[-2]
+    assert name == same_name == "RunDirectoryError"
+    assert not printed and silent  # both ranks raise it; rank 0 prints it
+
+
+def test_an_error_on_another_rank_stops_every_rank_and_is_printed_once_by_rank_0(two_process_runs):
+    _, _, on_rank_0, on_rank_1 = two_process_runs
+    message = "rank 1: the training text is missing on this machine"
+    assert on_rank_0[-1] == ["DataError", message, False]
+    assert on_rank_1[-1] == ["DataError", message, True]
 
 
 def test_resuming_with_another_number_of_processes_is_refused(two_process_runs, tiny_corpus):
