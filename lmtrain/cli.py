@@ -15,12 +15,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
 from lmtrain import __version__
 from lmtrain.errors import ConfigError, LmtrainError
+
+if TYPE_CHECKING:
+    from lmtrain.config import TrainConfig
 
 app = typer.Typer(
     help="Train recurrent language models (RNN, GRU, LSTM) and generate text from them.",
@@ -121,7 +124,7 @@ def train(
     processes split each batch's streams between them and rank 0 writes the run directory.
     """
     from lmtrain.config import load_config
-    from lmtrain.distributed import environment_rank, environment_world
+    from lmtrain.distributed import environment_rank, environment_world, run_local_processes
     from lmtrain.trainer import TrainingInterrupted
     from lmtrain.trainer import train as run_training
 
@@ -131,11 +134,14 @@ def train(
         resolved = load_config(config, overrides or [])
         if quiet:
             resolved.log.quiet = True
-        if nproc is not None and nproc != 1:
-            flags = [name for name, on in (("--resume", resume), ("--overwrite", overwrite)) if on]
-            flags += [] if progress else ["--no-progress"]
-            flags += ["--quiet"] if quiet else []
-            launch_processes(nproc, resolved, ["train", str(config), *(overrides or []), *flags])
+        if nproc is not None:
+            check_nproc(nproc, resolved.train)
+        if nproc is not None and nproc > 1:
+            given = {"--resume": resume, "--overwrite": overwrite, "--no-progress": not progress, "-q": quiet}
+            flags = [flag for flag, on in given.items() if on]
+            debug = ["--debug"] if debug_mode["on"] else []  # a global option: before the command
+            worker_args = [*debug, "train", str(config), *(overrides or []), *flags]
+            raise typer.Exit(run_local_processes(nproc, worker_args))
         try:
             result = run_training(resolved, overwrite=overwrite, resume=resume, show_progress=progress)
         except TrainingInterrupted as stopped:
@@ -164,21 +170,18 @@ def train(
         typer.echo(f"generate text: lmtrain sample {result.run_dir / 'best.pt'} --temperature 0.8")
 
 
-def launch_processes(nproc: int, config, lmtrain_args: list[str]) -> None:
-    """`--nproc N`: check the launch, run `python -m lmtrain LMTRAIN_ARGS` in N processes on this machine,
-    and exit with their exit code (the processes print their own output and errors)."""
-    from lmtrain.distributed import check_launch, environment_world, launched_by_torchrun, run_local_processes
+def check_nproc(nproc: int, train_config: TrainConfig) -> None:
+    """Refuse an `--nproc N` that cannot work, before any process starts."""
+    from lmtrain.distributed import check_launch, environment_world, launched_by_torchrun
 
     if launched_by_torchrun():
-        world_size = environment_world()[0]
         raise ConfigError(
-            f"--nproc starts its own processes, and this process already is one of {world_size} started by "
-            "torchrun; drop --nproc (torchrun decides the process count) or run without torchrun"
+            f"--nproc starts its own processes, and this process already is one of {environment_world()[0]} "
+            "started by torchrun; drop --nproc (torchrun decides the process count) or run without torchrun"
         )
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1 (got {nproc})")
-    check_launch(config.train, nproc)
-    raise typer.Exit(run_local_processes(nproc, (["--debug"] if debug_mode["on"] else []) + lmtrain_args))
+    check_launch(train_config, nproc)
 
 
 DEVICE_HELP = (
