@@ -11,11 +11,14 @@ A checkpoint is one `torch.save`d dict of plain data and tensors, so that it loa
     model             the model's state_dict (tensors moved to the CPU)
     optimizer         the optimizer's state_dict
     progress          {step, epoch, position (row where the next window starts), window (windows
-                      done this epoch), skipped_batches, best_valid_loss, valid_loss}
+                      done this epoch), skipped_batches, best_valid_loss, valid_loss, world_size
+                      (the number of data-parallel processes that trained it; 1 when absent)}
     schedule          the learning-rate schedule's state (plateau's reductions and best loss)
-    carried_state     the hidden state carried between windows (list of per-layer lists of tensors)
+    carried_state     the hidden state carried between windows (list of per-layer lists of tensors,
+                      each [batch_size, H]: every stream's, gathered from all processes)
     rng               torch CPU (and CUDA) generator states, Python's random state, and the
-                      window-length generator's state (`windows`)
+                      window-length generator's state (`windows`); with several processes also
+                      `ranks`, each process's own generator states in rank order
 
 Version 1 (lmtrain 0.1.0) had `train.clip_norm` and counted windows instead of rows; `load_checkpoint`
 upgrades such files as it reads them, so old checkpoints sample and resume.

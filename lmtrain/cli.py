@@ -2,7 +2,8 @@
 
 This is the only module that knows typer, and the only place where lmtrain's errors become a red
 line on stderr and an exit code (2 for usage and config mistakes, 1 for failures at run time).
-`--debug` (or `LMTRAIN_DEBUG=1`) shows the full traceback instead.
+`--debug` (or `LMTRAIN_DEBUG=1`) shows the full traceback instead. In a data-parallel run rank 0
+prints; another rank prints only an error of its own, marked with its rank.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
 from lmtrain import __version__
 from lmtrain.errors import ConfigError, LmtrainError
+
+if TYPE_CHECKING:
+    from lmtrain.config import TrainConfig
 
 app = typer.Typer(
     help="Train recurrent language models (RNN, GRU, LSTM) and generate text from them.",
@@ -62,7 +66,13 @@ def user_errors() -> Iterator[None]:
     except LmtrainError as error:
         if debug_mode["on"]:
             raise
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        from lmtrain.distributed import environment_rank
+
+        rank = environment_rank()
+        if rank == 0:
+            typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        elif not getattr(error, "reported_by_rank_0", False):
+            typer.secho(f"error: rank {rank}: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         if debug_mode["on"]:
@@ -98,9 +108,23 @@ def train(
             "--quiet", "-q", help="No progress bar and no per-evaluation lines (as log.quiet); for log files."
         ),
     ] = False,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            help="Train data-parallel in N processes on this machine (as torchrun --standalone "
+            "--nproc-per-node N -m lmtrain train ...): gloo on CPUs, nccl with one process per GPU; "
+            "train.batch_size must be divisible by N.",
+        ),
+    ] = None,
 ) -> None:
-    """Train a language model as CONFIG says; checkpoints and TensorBoard logs go to its run_dir."""
+    """Train a language model as CONFIG says; checkpoints and TensorBoard logs go to its run_dir.
+
+    Under torchrun (`torchrun --nproc-per-node N -m lmtrain train CONFIG`) or with `--nproc N`, the
+    processes split each batch's streams between them and rank 0 writes the run directory.
+    """
     from lmtrain.config import load_config
+    from lmtrain.distributed import environment_rank, environment_world, run_local_processes
     from lmtrain.trainer import TrainingInterrupted
     from lmtrain.trainer import train as run_training
 
@@ -110,11 +134,27 @@ def train(
         resolved = load_config(config, overrides or [])
         if quiet:
             resolved.log.quiet = True
+        if nproc is not None:
+            check_nproc(nproc, resolved.train)
+        if nproc is not None and nproc > 1:
+            given = {"--resume": resume, "--overwrite": overwrite, "--no-progress": not progress, "-q": quiet}
+            flags = [flag for flag, on in given.items() if on]
+            debug = ["--debug"] if debug_mode["on"] else []  # a global option: before the command
+            worker_args = [*debug, "train", str(config), *(overrides or []), *flags]
+            raise typer.Exit(run_local_processes(nproc, worker_args))
         try:
             result = run_training(resolved, overwrite=overwrite, resume=resume, show_progress=progress)
         except TrainingInterrupted as stopped:
             again = " ".join(["lmtrain train", str(config), *(overrides or []), "--resume"])
-            raise TrainingInterrupted(f"{stopped}; continue with: {again}") from None
+            world_size, local_world_size = environment_world()
+            if world_size > 1 and local_world_size == world_size:
+                again += f" --nproc {world_size}"
+            elif world_size > 1:
+                again = f"the same torchrun command with {again}"
+            stopped.args = (f"{stopped}; continue with: {again}",)
+            raise
+        if environment_rank() != 0:
+            return
         unit = "bpc" if result.tokenizer_kind == "char" else ""
         final = result.final_valid
         best_perplexity = math.exp(min(result.best_valid_loss, 700.0))
@@ -128,6 +168,20 @@ def train(
         )
         typer.echo(f"checkpoints: {result.run_dir / 'best.pt'}, {result.run_dir / 'last.pt'}")
         typer.echo(f"generate text: lmtrain sample {result.run_dir / 'best.pt'} --temperature 0.8")
+
+
+def check_nproc(nproc: int, train_config: TrainConfig) -> None:
+    """Refuse an `--nproc N` that cannot work, before any process starts."""
+    from lmtrain.distributed import check_launch, environment_world, launched_by_torchrun
+
+    if launched_by_torchrun():
+        raise ConfigError(
+            f"--nproc starts its own processes, and this process already is one of {environment_world()[0]} "
+            "started by torchrun; drop --nproc (torchrun decides the process count) or run without torchrun"
+        )
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1 (got {nproc})")
+    check_launch(train_config, nproc)
 
 
 DEVICE_HELP = (

@@ -7,7 +7,7 @@
             dropout, residual, init, init_range, forget_bias, initial_state, initial_state_scale,
             bidirectional, tie_weights}
     train: {batch_size, bptt, variable_bptt, epochs, max_steps, optimizer, lr, schedule: {...},
-            clip: {max_norm, value}, on_nonfinite, eval_interval, seed, device, precision, ...}
+            clip: {max_norm, value}, on_nonfinite, eval_interval, seed, device, precision, backend, ...}
     log:   {log_interval, tensorboard, grad_flow, quiet, sample_length, sample_temperature}
 
 `load_config(path, overrides)` reads the YAML with `yaml.safe_load`, applies dotted command-line
@@ -290,6 +290,11 @@ class TrainConfig(Section):
     )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="`bf16`: bfloat16 autocast for the forward pass (CUDA only); weights stay fp32."
+    )
+    backend: Literal["auto", "nccl", "gloo"] = Field(
+        "auto",
+        description="Data-parallel runs (`torchrun`, `--nproc`): the torch.distributed backend; `auto` is "
+        "`nccl` on CUDA GPUs and `gloo` on CPUs.",
     )
 
     @model_validator(mode="before")

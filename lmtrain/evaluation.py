@@ -59,18 +59,23 @@ def evaluate(
     bptt: int,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
     dtype: torch.dtype = torch.float32,
+    streams: slice = slice(None),
 ) -> Evaluation:
     """Mean cross-entropy of `ids`, read as `batch_size` streams with the state carried across windows.
 
     `autocast` and `dtype` are the forward pass's context and compute dtype (see `lmtrain.devices`).
+    `streams` reads only that block of the streams (one rank's share in data-parallel training);
+    an empty block gives `Evaluation(0.0, 0)`.
     """
-    was_training = model.training
-    model.eval()
     device = model.decoder.weight.device
     if isinstance(ids, torch.Tensor):
-        source = batchify(ids, batch_size).to(device)  # [rows, B]
+        source = batchify(ids, batch_size)[:, streams].contiguous().to(device)  # [rows, streams]
     else:  # stored (memory-mapped) ids, read a window at a time
-        source = TokenStreams(ids, batch_size, device)
+        source = TokenStreams(ids, batch_size, device).block(streams)
+    if source.size(1) == 0:
+        return Evaluation(loss=0.0, tokens=0)
+    was_training = model.training
+    model.eval()
     state = state_in(model.initial_state(source.size(1), device), dtype)
     total_loss, total_tokens = 0.0, 0
     for i in window_starts(source, bptt):

@@ -2,12 +2,14 @@
 
 One epoch walks the `batch_size` parallel streams of the training text window by window (see
 `lmtrain.batching` for the layout; windows are `bptt` long, or drawn around it with
-`variable_bptt`). The hidden state starts at zero each epoch, is carried from one window to the
-next and detached between them. Every step clips the gradients (`lmtrain.optim`), logs their norm
-measured before clipping, and sets the learning rate the schedule gives for that step. Every
-`eval_interval` steps, and at the end, the model is evaluated on the validation text (with carried
-state, as in the literature), the schedule sees the validation loss, a sample is generated, and
-`last.pt` (and `best.pt` when validation loss improved) are written atomically.
+`variable_bptt`). Under torchrun each process trains its own block of the streams and
+DistributedDataParallel averages the gradients (see `lmtrain.distributed`). The hidden state
+starts at zero each epoch, is carried from one window to the next and detached between them. Every
+step clips the gradients (`lmtrain.optim`), logs their norm measured before clipping, and sets the
+learning rate the schedule gives for that step. Every `eval_interval` steps, and at the end, the
+model is evaluated on the validation text (with carried state, as in the literature), the schedule
+sees the validation loss, a sample is generated, and `last.pt` (and `best.pt` when validation loss
+improved) are written atomically.
 
 Everything needed to continue a run exactly is in `last.pt`: weights, optimizer, schedule, step,
 epoch, data position, carried hidden state and every random generator's state. `resume=True` picks
@@ -24,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,7 @@ from lmtrain.devices import (
     rng_states,
     state_in,
 )
+from lmtrain.distributed import DataParallel, WindowLoss, data_parallel
 from lmtrain.errors import ConfigError, DataError, LmtrainError, TrainingError
 from lmtrain.evaluation import Evaluation, evaluate
 from lmtrain.grad_flow import gradient_flow, profile_image
@@ -138,15 +141,19 @@ class Trainer:
         report: Callable[[str], None] = tqdm.write,
         show_progress: bool = True,
         logger: MetricLogger | None = None,
+        parallel: DataParallel | None = None,
     ):
         train = config.train
         self.config = config
         self.run = run
+        self.parallel = parallel or DataParallel(resolve_device(train.device))
+        if not self.parallel.is_main:  # rank 0 alone prints and logs
+            report, show_progress, logger = ignore, False, NullLogger()
         self.report = report
         self.quiet = config.log.quiet
         self.show_progress = show_progress and not self.quiet
         self.logger = logger
-        self.device = resolve_device(train.device)
+        self.device = self.parallel.device
         self.autocast = autocast_factory(train.precision, self.device)
         self.compute_dtype = COMPUTE_DTYPES[train.precision]
         torch.manual_seed(train.seed)
@@ -154,10 +161,19 @@ class Trainer:
         self.corpus = load_corpus(config.data)
         check_corpus_size(self.corpus, config)
         self.tokenizer = self.corpus.tokenizer
-        # [rows, B], read a window at a time from the memory-mapped ids.
-        self.train_data = TokenStreams(self.corpus.train_ids, train.batch_size, self.device)
+        # [rows, B], read a window at a time from the memory-mapped ids; this process's block of
+        # streams, [rows, B / world_size] (all of them in one process).
+        streams = self.parallel.block(train.batch_size)
+        self.train_data = TokenStreams(self.corpus.train_ids, train.batch_size, self.device).block(streams)
+        # The same generator on every rank: all ranks draw the same window lengths.
         self.window_lengths = WindowLengths(train.bptt, train.variable_bptt, train.bptt_std, seed=train.seed)
         self.model = RNNLanguageModel.from_config(self.tokenizer.vocab_size, config.model).to(self.device)
+        self.parallel.seed(train.seed)  # after the weights, which every rank initialises alike
+        # A learned initial state is used only in the first window of an epoch: DDP must look for
+        # parameters without gradient in the other windows.
+        self.window_loss = self.parallel.wrap(
+            WindowLoss(self.model), find_unused_parameters=config.model.initial_state == "learned"
+        )
         self.optimizer = build_optimizer(self.model, train)
         self.schedule = LearningRateSchedule(train.schedule, train.lr, self.expected_total_steps())
         self.step = 0  # optimizer steps taken
@@ -181,6 +197,7 @@ class Trainer:
     # ----- checkpoints -------------------------------------------------------------------------
 
     def checkpoint(self) -> dict:
+        """The checkpoint of the run so far; every rank must call it (it gathers their states)."""
         progress = {
             "step": self.step,
             "epoch": self.epoch,
@@ -189,30 +206,30 @@ class Trainer:
             "skipped_batches": self.skipped_batches,
             "best_valid_loss": self.best_valid_loss,
             "valid_loss": self.last_valid.loss if self.last_valid else None,
+            "world_size": self.parallel.world_size,
         }
-        rng = {**rng_states(), "windows": self.window_lengths.state_dict()}
+        every_rank = self.parallel.gather_objects(rng_states())
+        rng = {**every_rank[0], "windows": self.window_lengths.state_dict()}
+        if self.parallel.active:
+            rng["ranks"] = every_rank  # rank r's dropout generators, for resuming with the same processes
         return make_checkpoint(
             self.config,
             self.tokenizer,
             self.model,
             self.optimizer,
             progress,
-            self.carried,
+            self.parallel.gather_state(self.carried),  # all B streams
             rng,
             schedule=self.schedule.state_dict(),
         )
 
     def resume_from(self, path: Path) -> None:
-        """Continue exactly where `path` (a `last.pt`) stopped."""
-        checkpoint = load_checkpoint(path)
-        saved = restore_config(checkpoint)
-        if saved.model != self.config.model or saved.data != self.config.data:
-            raise ConfigError(
-                f"cannot resume from {path}: its model or data config differs from this config; "
-                "resume with the same model and data sections (training limits may change)"
-            )
-        if checkpoint["tokenizer"] != self.tokenizer.to_dict():
-            raise DataError(f"cannot resume from {path}: the training text changed since it was written")
+        """Continue exactly where `path` (a `last.pt`) stopped.
+
+        Rank 0 reads and checks the file and hands it to the other ranks; each takes its block of the
+        carried state and its own random generators.
+        """
+        checkpoint = self.parallel.from_main(lambda: self.resumable_checkpoint(path))
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if checkpoint.get("schedule"):
@@ -223,16 +240,46 @@ class Trainer:
         self.skipped_batches = progress.get("skipped_batches", 0)
         self.best_valid_loss = progress["best_valid_loss"]
         if checkpoint["carried_state"] is not None:
-            self.carried = [tuple(t.to(self.device) for t in layer) for layer in checkpoint["carried_state"]]
-        restore_rng_states(checkpoint["rng"])
+            streams = self.parallel.block(self.config.train.batch_size)
+            # Per tensor [B, H] -> this rank's block, [B / world_size, H].
+            self.carried = [
+                tuple(t[streams].to(self.device) for t in layer) for layer in checkpoint["carried_state"]
+            ]
+        rng = checkpoint["rng"]
+        restore_rng_states(rng["ranks"][self.parallel.rank] if self.parallel.active else rng)
         if "windows" in checkpoint["rng"]:
             self.window_lengths.load_state_dict(checkpoint["rng"]["windows"])
 
+    def resumable_checkpoint(self, path: Path) -> dict:
+        """The checkpoint at `path`, once it is known to continue this run."""
+        checkpoint = load_checkpoint(path)
+        saved = restore_config(checkpoint)
+        if saved.model != self.config.model or saved.data != self.config.data:
+            raise ConfigError(
+                f"cannot resume from {path}: its model or data config differs from this config; "
+                "resume with the same model and data sections (training limits may change)"
+            )
+        if checkpoint["tokenizer"] != self.tokenizer.to_dict():
+            raise DataError(f"cannot resume from {path}: the training text changed since it was written")
+        saved_world = checkpoint["progress"].get("world_size", 1)
+        if saved_world != self.parallel.world_size:
+            raise ConfigError(
+                f"cannot resume from {path}: it was written by {processes(saved_world)} and this run has "
+                f"{processes(self.parallel.world_size)}; resume with {processes(saved_world)} (torchrun "
+                f"--nproc-per-node, or lmtrain train --nproc) so that each keeps its streams and random state"
+            )
+        return checkpoint
+
     def save(self, improved: bool) -> None:
+        """Write `last.pt` (and `best.pt`) from rank 0; every rank must call it."""
         checkpoint = self.checkpoint()
-        save_checkpoint(checkpoint, self.run.last)
-        if improved:
-            save_checkpoint(checkpoint, self.run.best)
+
+        def write() -> None:
+            save_checkpoint(checkpoint, self.run.last)
+            if improved:
+                save_checkpoint(checkpoint, self.run.best)
+
+        self.parallel.on_main(write)
 
     # ----- training ------------------------------------------------------------------------------
 
@@ -278,9 +325,9 @@ class Trainer:
             state = self.model.initial_state(inputs.size(1), self.device)
         state = state_in(state, self.compute_dtype)
         with self.autocast():
-            loss, state = self.model.language_model_loss(inputs, targets, state)
+            loss, state = self.window_loss(inputs, targets, state)
         self.optimizer.zero_grad(set_to_none=True)
-        loss_value = loss.item()
+        loss_value = self.parallel.mean(loss)  # over every rank's streams: the same on all ranks
         if not math.isfinite(loss_value):
             return self.skip_or_stop(f"the training loss became {loss_value}", state)
         loss.backward()
@@ -294,26 +341,31 @@ class Trainer:
         self.optimizer.step()
         self.carried = state_in(detach_state(state), torch.float32)
         self.consecutive_skips = 0
-        return StepResult(loss_value, clip.norm, clip.clipped, lr, targets.numel())
+        return StepResult(loss_value, clip.norm, clip.clipped, lr, targets.numel() * self.parallel.world_size)
 
     def skip_or_stop(self, problem: str, state: State) -> None:
         """Handle a non-finite loss or gradient as `train.on_nonfinite` says; nothing has been updated."""
         where = f"{problem} at step {self.step + 1}"
+        # The loss and the gradients are the same on every rank, and so is this decision.
         if self.config.train.on_nonfinite == "stop":
-            raise TrainingError(
-                f"{where}; the last good checkpoint in {self.run.path} is kept; lower train.lr, set "
-                "train.clip.max_norm, or skip such batches with train.on_nonfinite=skip"
+            raise self.parallel.together(
+                TrainingError(
+                    f"{where}; the last good checkpoint in {self.run.path} is kept; lower train.lr, set "
+                    "train.clip.max_norm, or skip such batches with train.on_nonfinite=skip"
+                )
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.skipped_batches += 1
         self.consecutive_skips += 1
         if self.consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
-            raise TrainingError(
-                f"{where}, and the {MAX_CONSECUTIVE_SKIPS - 1} batches before it were skipped for the same "
-                f"reason; the last good checkpoint in {self.run.path} is kept; lower train.lr"
+            raise self.parallel.together(
+                TrainingError(
+                    f"{where}, and the {MAX_CONSECUTIVE_SKIPS - 1} batches before it were skipped for the "
+                    f"same reason; the last good checkpoint in {self.run.path} is kept; lower train.lr"
+                )
             )
         # Carry the state on unless it is itself broken; a zero state is the next best start.
-        finite = all(bool(torch.isfinite(t).all()) for layer in state for t in layer)
+        finite = self.parallel.all(all(bool(torch.isfinite(t).all()) for layer in state for t in layer))
         self.carried = state_in(detach_state(state), torch.float32) if finite else None
         self.report(f"warning: {where}; skipped that batch ({self.skipped_batches} so far)")
         return None
@@ -336,8 +388,8 @@ class Trainer:
         its learning rate where the uninterrupted run does not.
         """
         train = self.config.train
-        if self.config.log.grad_flow and self.last_window is not None:
-            self.log_grad_flow(logger)
+        if self.config.log.grad_flow and self.last_window is not None and self.parallel.is_main:
+            self.log_grad_flow(logger)  # on rank 0's streams
         valid = evaluate(
             self.model,
             self.corpus.valid_ids,
@@ -345,7 +397,11 @@ class Trainer:
             train.bptt,
             self.autocast,
             self.compute_dtype,
+            streams=self.parallel.block(train.eval_batch_size),
         )
+        if self.parallel.active:  # each rank read a block of the streams: add up their sums
+            total_loss, tokens = self.parallel.sum([valid.loss * valid.tokens, valid.tokens])
+            valid = Evaluation(loss=total_loss / tokens, tokens=round(tokens))
         self.evaluated_at = self.step
         improved = valid.loss < self.best_valid_loss
         if improved:
@@ -362,7 +418,7 @@ class Trainer:
             self.inform(f"step {self.step} | validation stopped improving: learning rate now {lr:.3g}")
         self.save(improved)  # after the schedule has seen the loss, so that resume sees it too
         self.inform(line + (" | saved best.pt" if improved else ""))
-        if self.config.log.sample_length > 0:
+        if self.config.log.sample_length > 0 and self.parallel.is_main:
             text = sample_text(
                 self.model,
                 self.tokenizer,
@@ -402,10 +458,12 @@ class Trainer:
             with stop_on_signals() as stop_requested:
                 while (window := self.next_window()) is not None:
                     self.train_on(window, logger, bar)
-                    if stop_requested():
+                    if self.parallel.any(stop_requested()):  # all ranks stop after the same step
                         self.save(improved=False)
-                        raise TrainingInterrupted(
-                            f"training stopped by a signal at step {self.step}; saved {self.run.last}"
+                        raise self.parallel.together(
+                            TrainingInterrupted(
+                                f"training stopped by a signal at step {self.step}; saved {self.run.last}"
+                            )
                         )
             if self.evaluated_at != self.step:
                 self.evaluate_and_save(logger, scheduled=False)
@@ -506,13 +564,31 @@ def train(
     """Train a model as `config` says, in `config.run_dir`; the library entry point of `lmtrain train`.
 
     `resume` (or `config.resume`) continues the run from its `last.pt`. `logger` replaces the
-    TensorBoard logger the config asks for (tests pass a recording one).
+    TensorBoard logger the config asks for (tests pass a recording one). Under torchrun this process
+    trains as one rank of a data-parallel run (see `lmtrain.distributed`): rank 0 opens, locks and
+    writes the run directory, and the other ranks learn from it whether that worked.
     """
-    resume = wants_resume(config, resume, overwrite)
-    with RunDirectory.open(Path(config.run_dir), overwrite=overwrite, resume=resume) as run:
-        trainer = Trainer(config, run, report=report, show_progress=show_progress, logger=logger)
+    with data_parallel(config.train) as parallel, ExitStack() as stack:
+        resume = parallel.from_main(lambda: wants_resume(config, resume, overwrite))
+        run = parallel.on_main(
+            lambda: stack.enter_context(RunDirectory.open(Path(config.run_dir), overwrite, resume))
+        )
+        run = run or RunDirectory(Path(config.run_dir))  # ranks other than 0 never write to it
+        trainer = parallel.everywhere(  # reading the corpus may fail on one machine only
+            lambda: Trainer(
+                config, run, report=report, show_progress=show_progress, logger=logger, parallel=parallel
+            )
+        )
         if resume:
             trainer.resume_from(run.last)
-            report(f"resumed from {run.last} at step {trainer.step} (epoch {trainer.epoch + 1})")
-        run.write_config(config_to_yaml(config))
+            trainer.report(f"resumed from {run.last} at step {trainer.step} (epoch {trainer.epoch + 1})")
+        parallel.on_main(lambda: run.write_config(config_to_yaml(config)))
         return trainer.fit()
+
+
+def processes(count: int) -> str:
+    return "1 process" if count == 1 else f"{count} processes"
+
+
+def ignore(line: str) -> None:
+    """A `report` that prints nothing (ranks other than 0)."""

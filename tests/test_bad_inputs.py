@@ -10,7 +10,7 @@ import os
 import pickle
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,7 @@ class Case:
     build: object  # (folder: Path, corpus: Path, checkpoint: Path) -> list[str]
     exit_code: int
     fragments: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)  # extra environment variables
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -405,7 +406,34 @@ RUN_DIR_CASES = [
     ),
 ]
 
-ALL_CASES = CONFIG_CASES + DATA_CASES + CHECKPOINT_CASES + SAMPLING_CASES + PROBE_CASES + RUN_DIR_CASES
+TORCHRUN_ENVIRONMENT = {"TORCHELASTIC_RUN_ID": "job", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2"}
+
+LAUNCH_CASES = [
+    Case(
+        "batch size not divisible by --nproc",
+        lambda f, c, k: ["train", config_file(f, c), "--nproc", "3"],
+        2,
+        ("train.batch_size (4) must be divisible by the number of processes (3)",),
+    ),
+    Case(
+        "nccl without CUDA",
+        lambda f, c, k: ["train", config_file(f, c), "train.backend=nccl", "--nproc", "2"],
+        2,
+        ("train.backend=nccl needs CUDA GPUs", "train.backend=gloo"),
+    ),
+    Case("--nproc 0", lambda f, c, k: ["train", config_file(f, c), "--nproc", "0"], 2, ("--nproc must be",)),
+    Case(
+        "--nproc under torchrun",
+        lambda f, c, k: ["train", config_file(f, c), "--nproc", "2"],
+        2,
+        ("already is one of 2 started by torchrun", "drop --nproc"),
+        env=TORCHRUN_ENVIRONMENT,
+    ),
+]
+
+ALL_CASES = (
+    CONFIG_CASES + DATA_CASES + CHECKPOINT_CASES + SAMPLING_CASES + PROBE_CASES + RUN_DIR_CASES + LAUNCH_CASES
+)
 
 
 @pytest.fixture(scope="module")
@@ -420,7 +448,7 @@ def checkpoint(tmp_path_factory, tiny_corpus) -> Path:
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda case: case.name)
 def test_bad_input_is_one_clear_line(case, tmp_path, tiny_corpus, checkpoint):
     args = [str(arg) for arg in case.build(tmp_path, tiny_corpus, checkpoint)]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, args, env=case.env)
     assert result.exit_code == case.exit_code, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -437,6 +465,7 @@ SUBPROCESS_CASES = [
     "undecodable bytes",
     "malicious pickle",
     "temperature nan",
+    "batch size not divisible by --nproc",
 ]
 
 
@@ -445,7 +474,11 @@ def test_bad_input_in_a_real_process(name, tmp_path, tiny_corpus, checkpoint):
     case = next(case for case in ALL_CASES if case.name == name)
     args = [str(arg) for arg in case.build(tmp_path, tiny_corpus, checkpoint)]
     process = subprocess.run(
-        [sys.executable, "-m", "lmtrain", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "lmtrain", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **case.env},
     )
     assert process.returncode == case.exit_code, process.stderr
     assert process.stderr.count("\n") == 1 and process.stderr.startswith("error: ")

@@ -83,6 +83,7 @@ def test_minimal_config_loads_with_defaults(minimal):
         "seed": 1337,
         "device": "auto",
         "precision": "fp32",
+        "backend": "auto",
     }
     assert config.log.model_dump() == {
         "log_interval": 10,
