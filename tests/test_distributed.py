@@ -110,8 +110,11 @@ def test_two_processes_train_what_one_process_trains(two_process_runs, tmp_path)
     assert len(losses[0]) == STEPS
     two_weights = load_checkpoint(folder / "two" / "last.pt")["model"]
     one_weights = load_checkpoint(tmp_path / "one" / "last.pt")["model"]
+    # Adam divides by the root of the squared gradients, so float rounding of the two sums (two halves
+    # all-reduced, or one whole) moves a weight by up to ~1e-5 in 6 steps; a wrong split (gradients
+    # summed instead of averaged, streams read twice) moves it by ~lr = 1e-2.
     for name, tensor in one_weights.items():
-        torch.testing.assert_close(two_weights[name], tensor, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(two_weights[name], tensor, rtol=1e-4, atol=1e-4, msg=name)
     two_last = load_checkpoint(folder / "two" / "last.pt")
     one_last = load_checkpoint(tmp_path / "one" / "last.pt")
     assert two_last["progress"]["valid_loss"] == pytest.approx(one_last["progress"]["valid_loss"], rel=1e-5)
