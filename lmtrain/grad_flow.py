@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmtrain.batching import State
+from lmtrain.canvas import GRID, INK, Canvas, Color, text_height, text_width
 from lmtrain.model import RNNLanguageModel
 
 
@@ -83,46 +84,12 @@ def gradient_flow(
 
 # ----- the plot --------------------------------------------------------------------------------
 # TensorBoard shows images, and matplotlib is not a dependency of lmtrain: a bar chart on a log
-# scale is a few rectangles, drawn here straight into an RGB tensor, with a 3x5 pixel font for the
-# axis labels. Same picture on every install, and the tests can check its pixels.
+# scale is a few rectangles and labels, drawn on a `Canvas`. Same picture on every install, and the
+# tests can check its pixels.
 
-GLYPHS = {
-    "0": ("111", "101", "101", "101", "111"),
-    "1": ("010", "110", "010", "010", "111"),
-    "2": ("111", "001", "111", "100", "111"),
-    "3": ("111", "001", "111", "001", "111"),
-    "4": ("101", "101", "111", "001", "001"),
-    "5": ("111", "100", "111", "001", "111"),
-    "6": ("111", "100", "111", "101", "111"),
-    "7": ("111", "001", "001", "001", "001"),
-    "8": ("111", "101", "111", "101", "111"),
-    "9": ("111", "101", "111", "001", "111"),
-    "e": ("000", "111", "111", "100", "111"),
-    "-": ("000", "000", "111", "000", "000"),
-    "t": ("010", "111", "010", "010", "011"),
-    "=": ("000", "111", "000", "111", "000"),
-}
-SCALE = 2  # screen pixels per font pixel
-WHITE, GRID, INK, BAR = (255, 255, 255), (225, 225, 225), (60, 60, 60), (31, 119, 180)
+BAR: Color = (31, 119, 180)
 WIDTH, HEIGHT = 480, 240
 LEFT, RIGHT, TOP, BOTTOM = 44, 8, 8, 20  # margins around the plot area
-
-
-def draw_text(image: Tensor, text: str, x: int, y: int, color: tuple[int, int, int] = INK) -> None:
-    """Draw `text` with its top-left corner at pixel (x, y) of a `[3, H, W]` image."""
-    for char in text:
-        for row, bits in enumerate(GLYPHS[char]):
-            for col, bit in enumerate(bits):
-                if bit == "1":
-                    top, left = y + row * SCALE, x + col * SCALE
-                    fill(image, left, top, left + SCALE, top + SCALE, color)
-        x += 4 * SCALE
-
-
-def fill(image: Tensor, x0: int, y0: int, x1: int, y1: int, color: tuple[int, int, int]) -> None:
-    image[:, max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = torch.tensor(color, dtype=torch.uint8)[
-        :, None, None
-    ]
 
 
 def profile_image(norms: Tensor) -> Tensor:
@@ -135,7 +102,7 @@ def profile_image(norms: Tensor) -> Tensor:
     smallest = math.log10(float(values.min()))
     low = math.floor(smallest - 0.1)  # leave the smallest bar a visible height
     high = max(math.ceil(math.log10(float(values.max()))), low + 1)
-    image = torch.tensor(WHITE, dtype=torch.uint8)[:, None, None].repeat(1, HEIGHT, WIDTH)
+    canvas = Canvas(WIDTH, HEIGHT)
     plot_bottom, plot_height = HEIGHT - BOTTOM, HEIGHT - BOTTOM - TOP
     plot_width = WIDTH - LEFT - RIGHT
 
@@ -145,17 +112,17 @@ def profile_image(norms: Tensor) -> Tensor:
     label_every = math.ceil((high - low + 1) / 8)  # at most 8 labels
     for decade in range(low, high + 1):
         y = y_of(decade)
-        fill(image, LEFT, y, WIDTH - RIGHT, y + 1, GRID)
+        canvas.fill(LEFT, y, WIDTH - RIGHT, y + 1, GRID)
         if (decade - low) % label_every == 0:
-            draw_text(image, f"1e{decade}", 2, y - 5 * SCALE // 2)
+            canvas.text(f"1e{decade}", 2, y - text_height() // 2)
     steps = values.numel()
     for t, value in enumerate(values.tolist()):
         x0 = LEFT + t * plot_width // steps
         x1 = max(LEFT + (t + 1) * plot_width // steps - 1, x0 + 1)
-        fill(image, x0, y_of(math.log10(value)), x1, plot_bottom, BAR)
-    fill(image, LEFT, plot_bottom, WIDTH - RIGHT, plot_bottom + 1, INK)
-    fill(image, LEFT - 1, TOP, LEFT, plot_bottom + 1, INK)
-    draw_text(image, "t=1", LEFT, plot_bottom + 4)
+        canvas.fill(x0, y_of(math.log10(value)), x1, plot_bottom, BAR)
+    canvas.fill(LEFT, plot_bottom, WIDTH - RIGHT, plot_bottom + 1, INK)
+    canvas.fill(LEFT - 1, TOP, LEFT, plot_bottom + 1, INK)
+    canvas.text("t=1", LEFT, plot_bottom + 4)
     last = f"t={steps}"
-    draw_text(image, last, WIDTH - RIGHT - len(last) * 4 * SCALE, plot_bottom + 4)
-    return image
+    canvas.text(last, WIDTH - RIGHT - text_width(last), plot_bottom + 4)
+    return canvas.pixels
