@@ -179,6 +179,12 @@ class ModelConfig(Section):
     tie_weights: bool = Field(
         False, description="Share the embedding and decoder matrices (needs `embedding_size == hidden_size`)."
     )
+    impl: Literal["custom", "native"] = Field(
+        "custom",
+        description="What runs the recurrent layers: `custom`, lmtrain's own cells; `native`, torch's fused "
+        "`nn.RNN`/`nn.LSTM`/`nn.GRU` kernels (oneDNN, cuDNN) fed with the same parameters, for `rnn`, `lstm` "
+        "and `gru` with `gru_variant: cudnn`. Same function and checkpoints; faster on a GPU.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -198,6 +204,15 @@ class ModelConfig(Section):
             problems.append(
                 "model.residual connects layers of equal width, and this model has none: use "
                 "model.num_layers >= 2 or model.embedding_size == model.hidden_size"
+            )
+        if self.impl == "native" and (
+            self.cell == "esn" or (self.cell == "gru" and self.gru_variant == "notes")
+        ):
+            what = "the echo state network" if self.cell == "esn" else "the notes' gru"
+            fix = "model.gru_variant 'cudnn' (nn.GRU's formulation) or " if self.cell == "gru" else ""
+            problems.append(
+                f"model.impl 'native' runs torch's nn.RNN/nn.LSTM/nn.GRU kernels, and none computes {what}; "
+                f"use {fix}model.impl 'custom'"
             )
         if problems:
             raise ValueError("; ".join(problems))

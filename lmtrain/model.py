@@ -54,7 +54,7 @@ class RNNLanguageModel(nn.Module):
         embedding_size, hidden_size, num_layers, dropout, nonlinearity: as in `ModelConfig`.
         residual, bidirectional, tie_weights: see the module docstring.
         **cell_options: the keyword options of `lmtrain.cells.build_layer` (`gru_variant`, `init`,
-            `initial_state`, `initial_state_scale`, `spectral_radius`, `forget_bias`).
+            `initial_state`, `initial_state_scale`, `spectral_radius`, `forget_bias`, `impl`).
     """
 
     def __init__(
@@ -123,6 +123,7 @@ class RNNLanguageModel(nn.Module):
             initial_state_scale=config.initial_state_scale,
             spectral_radius=config.spectral_radius,
             forget_bias=config.forget_bias,
+            impl=config.impl,
         )
 
     def reset_embedding_and_decoder(self) -> None:

@@ -129,6 +129,12 @@ CONFIG_CASES = [
     ),
     Case("bptt 0", lambda f, c, k: ["train", config_file(f, c), "train.bptt=0"], 2, ("train.bptt",)),
     Case(
+        "native impl of a cell torch lacks",
+        lambda f, c, k: ["train", config_file(f, c), "model.cell=esn", "model.impl=native"],
+        2,
+        ("model.impl 'native'", "echo state network", "model.impl 'custom'"),
+    ),
+    Case(
         "all problems at once",
         lambda f, c, k: ["train", config_file(f, c), "train.lr=-1", "train.bptt=0", "model.dropout=2"],
         2,

@@ -56,6 +56,7 @@ def test_minimal_config_loads_with_defaults(minimal):
         "initial_state_scale": 0.1,
         "bidirectional": False,
         "tie_weights": False,
+        "impl": "custom",
     }
     assert config.train.model_dump() == {
         "batch_size": 32,
@@ -149,7 +150,7 @@ def test_override_of_unknown_key_suggests_the_closest(minimal):
     assert "did you mean 'cell'?" in message
     assert (
         "valid keys: bidirectional, cell, dropout, embedding_size, forget_bias, gru_variant, hidden_size, "
-        "init, init_range, initial_state, initial_state_scale, nonlinearity, num_layers, residual, "
+        "impl, init, init_range, initial_state, initial_state_scale, nonlinearity, num_layers, residual, "
         "spectral_radius, tie_weights"
     ) in message
 

@@ -62,6 +62,27 @@ def test_every_layer_on_cuda_equals_its_cpu_result_in_float64(kind):
     assert_close(actual[3].cpu(), expected[3])
 
 
+@pytest.mark.parametrize(
+    "cell, options",
+    [("rnn", {}), ("rnn", {"nonlinearity": "relu"}), ("lstm", {}), ("gru", {"gru_variant": "cudnn"})],
+)
+def test_impl_native_on_cuda_equals_the_custom_layer_on_the_cpu_in_float64(cell, options):
+    torch.manual_seed(0)
+    on_cpu = build_layer(cell, IN, H, **options).double()
+    on_gpu = build_layer(cell, IN, H, impl="native", **options).double().cuda()
+    on_gpu.load_state_dict(on_cpu.state_dict())
+    x = torch.randn(T, B, IN, dtype=torch.float64)
+    state = tuple(torch.randn(B, H, dtype=torch.float64) for _ in range(on_cpu.num_states))
+    expected = _gradients(on_cpu, x, state)
+    actual = _gradients(on_gpu, x.cuda(), tuple(tensor.cuda() for tensor in state))
+    assert_close(actual[0].cpu(), expected[0])
+    for got, want in zip(actual[1], expected[1], strict=True):
+        assert_close(got.cpu(), want)
+    for name in expected[2]:
+        assert_close(actual[2][name].cpu(), expected[2][name], msg=name)
+    assert_close(actual[3].cpu(), expected[3])
+
+
 @pytest.mark.parametrize("hidden", [64, 256])
 def test_the_lstm_backward_through_time_in_float32_agrees_with_the_cpu(hidden):
     torch.manual_seed(0)
@@ -84,6 +105,9 @@ CELL_OPTIONS = {
     "esn": {"cell": "esn"},
     "bidirectional-gru": {"cell": "gru", "bidirectional": True},
     "bidirectional-lstm": {"cell": "lstm", "bidirectional": True},
+    "rnn-native": {"cell": "rnn", "impl": "native"},
+    "gru-cudnn-native": {"cell": "gru", "gru_variant": "cudnn", "impl": "native"},
+    "lstm-native": {"cell": "lstm", "impl": "native"},
 }
 
 

@@ -230,3 +230,60 @@ def test_from_native_accepts_a_module_without_bias(module_class):
 def test_conversions_refuse_what_they_cannot_reproduce(convert, message):
     with pytest.raises(ValueError, match=message):
         convert()
+
+
+# ----- impl: native, torch's fused kernel fed with our parameters ----------------------------------
+
+IMPL_CASES = [
+    pytest.param("rnn", {"nonlinearity": "tanh"}, id="rnn-tanh"),
+    pytest.param("rnn", {"nonlinearity": "relu"}, id="rnn-relu"),
+    pytest.param("lstm", {}, id="lstm"),
+    pytest.param("gru", {"gru_variant": "cudnn"}, id="gru-cudnn"),
+]
+
+
+@pytest.mark.parametrize("cell, options", IMPL_CASES)
+@pytest.mark.parametrize("initial_state", ["zeros", "learned"])
+def test_impl_native_computes_the_custom_window_and_its_gradients(cell, options, initial_state):
+    torch.manual_seed(5)
+    custom = build_layer(cell, IN, H, initial_state=initial_state, **options).double()
+    native = build_layer(cell, IN, H, initial_state=initial_state, impl="native", **options).double()
+    with torch.no_grad():
+        for parameter in custom.parameters():
+            parameter.uniform_(-0.5, 0.5)  # learned initial states and every bias non-zero
+    native.load_state_dict(custom.state_dict())
+    x = torch.randn(T, B, IN, dtype=torch.float64, requires_grad=True)
+    given = tuple(torch.randn(B, H, dtype=torch.float64) for _ in range(custom.num_states))
+    for state in (None, given):
+        results = []
+        for layer in (custom, native):
+            y, final = layer(x, state)
+            loss = (y * torch.linspace(-1, 1, H, dtype=torch.float64)).sum() + sum(
+                s.pow(2).sum() for s in final
+            )
+            # allow_unused: with a given state, learned initial states take no part
+            grads = torch.autograd.grad(loss, [x, *layer.parameters()], allow_unused=True)
+            results.append((y, final, grads))
+        (y_c, final_c, grads_c), (y_n, final_n, grads_n) = results
+        assert_close(y_n, y_c)
+        assert_close(final_n, final_c)
+        assert len(grads_n) == len(grads_c)
+        for grad_n, grad_c in zip(grads_n, grads_c, strict=True):
+            assert (grad_n is None) == (grad_c is None)
+            if grad_c is not None:
+                assert_close(grad_n, grad_c)
+
+
+def test_impl_native_keeps_the_parameters_and_state_dict_of_the_custom_layer():
+    custom, native = LSTMLayer(IN, H), LSTMLayer(IN, H, impl="native")
+    native(torch.randn(T, B, IN))  # the torch template exists from the first call on
+    assert [name for name, _ in native.named_parameters()] == [name for name, _ in custom.named_parameters()]
+    assert native.state_dict().keys() == custom.state_dict().keys()
+    assert list(native.children()) == []  # the template is no submodule: .to() and DDP never see it
+    assert "impl='native'" in repr(native)
+
+
+@pytest.mark.parametrize("layer_class", [GRULayer, ESNLayer])
+def test_impl_native_is_refused_for_cells_torch_does_not_have(layer_class):
+    with pytest.raises(ValueError, match="impl='native' needs a torch module"):
+        layer_class(IN, H, impl="native")

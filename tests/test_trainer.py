@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from lmtrain import datasets
-from lmtrain.checkpoint import load_checkpoint
+from lmtrain.checkpoint import load_checkpoint, restore_model
 from lmtrain.config import config_from_dict, load_config
 from lmtrain.corpus import Corpus
 from lmtrain.errors import ConfigError, DataError, RunDirectoryError, TrainingError
+from lmtrain.model import RNNLanguageModel
 from lmtrain.rundir import RunDirectory
 from lmtrain.trainer import Trainer, train
 from tests.conftest import tiny_config_dict
@@ -432,3 +433,30 @@ def test_training_reads_the_splits_through_the_memory_map_and_never_copies_them_
     assert result.steps == 12 and result.final_valid.tokens > 0 and result.unigram_perplexity > 1
     config["train"]["max_steps"] = 18
     assert run_training(config, resume=True)[0].steps == 18
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_impl_native_trains_like_custom_and_its_checkpoint_runs_custom(tiny_corpus, tmp_path, cell):
+    """`model.impl: native` runs torch's fused kernel on the same parameters: the same losses up to float
+    rounding, and a checkpoint whose weights give the custom cells the same logits."""
+    model = {"cell": cell, "gru_variant": "cudnn"}
+    losses = {}
+    for impl in ("custom", "native"):
+        config = tiny_config_dict(
+            tiny_corpus, tmp_path / impl, model={**model, "impl": impl}, train={"max_steps": 12}
+        )
+        _, logger = run_training(config)
+        losses[impl] = logger.losses()
+    assert losses["native"] == pytest.approx(losses["custom"], rel=1e-4)
+
+    checkpoint = load_checkpoint(tmp_path / "native" / "last.pt")
+    native_model, _, config = restore_model(checkpoint)
+    assert config.model.impl == "native"
+    custom_model = RNNLanguageModel.from_config(
+        native_model.vocab_size, config.model.model_copy(update={"impl": "custom"})
+    )
+    custom_model.load_state_dict(checkpoint["model"])
+    custom_model.eval()
+    tokens = torch.randint(native_model.vocab_size, (7, 3))
+    with torch.no_grad():
+        torch.testing.assert_close(native_model(tokens)[0], custom_model(tokens)[0], rtol=1e-5, atol=1e-5)

@@ -5,7 +5,7 @@ see ``base.RecurrentLayer`` for the shared interface and parameter layout, and `
 exchange of weights with ``torch.nn.RNN`` / ``LSTM`` / ``GRU``.
 """
 
-from lmtrain.cells.base import INITIAL_STATES, INITS, RecurrentLayer, State
+from lmtrain.cells.base import IMPLS, INITIAL_STATES, INITS, RecurrentLayer, State
 from lmtrain.cells.esn import ESNLayer
 from lmtrain.cells.gru import CudnnGRULayer, GRULayer
 from lmtrain.cells.lstm import LSTMLayer
@@ -36,6 +36,7 @@ def build_layer(
     initial_state_scale: float = 0.1,
     spectral_radius: float = 0.9,
     forget_bias: float = 1.0,
+    impl: str = "custom",
 ) -> RecurrentLayer:
     """A fresh layer of the named cell.
 
@@ -43,7 +44,8 @@ def build_layer(
     ``cudnn``) picks the GRU formulation, ``spectral_radius`` is the esn's and ``forget_bias`` the lstm's;
     each cell ignores the options that are not its own, but an unknown name is refused for every cell so
     that a typo in a config never passes silently. ``init``, ``initial_state`` and ``initial_state_scale``
-    apply to every cell (see ``RecurrentLayer``).
+    apply to every cell, and so does ``impl`` (``custom`` | ``native``) for the cells with a torch
+    counterpart (see ``RecurrentLayer``).
     """
     if cell not in CELLS:
         raise ValueError(f"unknown cell {cell!r}; choose one of: {', '.join(CELLS)}")
@@ -51,7 +53,12 @@ def build_layer(
         raise ValueError(f"unknown nonlinearity {nonlinearity!r}; choose one of: {', '.join(NONLINEARITIES)}")
     if gru_variant not in GRU_VARIANTS:
         raise ValueError(f"unknown gru_variant {gru_variant!r}; choose one of: {', '.join(GRU_VARIANTS)}")
-    options = {"init": init, "initial_state": initial_state, "initial_state_scale": initial_state_scale}
+    options = {
+        "init": init,
+        "initial_state": initial_state,
+        "initial_state_scale": initial_state_scale,
+        "impl": impl,
+    }
     if cell == "rnn":
         return RNNLayer(input_size, hidden_size, nonlinearity, **options)
     if cell == "esn":
@@ -64,6 +71,7 @@ def build_layer(
 __all__ = [
     "CELLS",
     "GRU_VARIANTS",
+    "IMPLS",
     "INITIAL_STATES",
     "INITS",
     "NONLINEARITIES",

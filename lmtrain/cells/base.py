@@ -18,6 +18,7 @@ Subclasses say how many gate blocks they stack (``num_gates``), how many tensors
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -35,6 +36,10 @@ INITS = ("default", "xavier", "orthogonal", "he", "identity")
 
 INITIAL_STATES = ("zeros", "random", "learned")
 """How the state before the first step of a sequence is made (see ``RecurrentLayer.initial_state``)."""
+
+IMPLS = ("custom", "native")
+"""What computes a window: our own loop (``custom``) or torch's fused kernel (``native``; see
+``RecurrentLayer._run_native``)."""
 
 
 def autocast_dtype(device_type: str) -> torch.dtype | None:
@@ -80,6 +85,8 @@ class RecurrentLayer(nn.Module):
         init: the weight initialisation scheme, one of ``INITS`` (see ``reset_parameters``).
         initial_state: ``zeros``, ``random`` or ``learned`` (see ``initial_state``).
         initial_state_scale: the standard deviation of the ``random`` initial state.
+        impl: ``custom`` runs windows with our own code (``_run_window``); ``native`` on torch's fused
+            kernel for the same function (``_run_native``), for the cells that have one (``native_type``).
     """
 
     num_gates: int = 1
@@ -102,6 +109,7 @@ class RecurrentLayer(nn.Module):
         init: str = "default",
         initial_state: str = "zeros",
         initial_state_scale: float = 0.1,
+        impl: str = "custom",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -126,11 +134,18 @@ class RecurrentLayer(nn.Module):
             )
         if initial_state_scale < 0:
             raise ValueError(f"initial_state_scale must be >= 0, got {initial_state_scale}")
+        if impl not in IMPLS:
+            raise ValueError(f"unknown impl {impl!r}; choose one of: {', '.join(IMPLS)}")
+        if impl == "native" and self.native_type is None:
+            raise ValueError(
+                f"impl='native' needs a torch module computing the same function; {name} has none"
+            )
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.init = init
         self.initial_state_mode = initial_state
         self.initial_state_scale = initial_state_scale
+        self.impl = impl
         factory = {"device": device, "dtype": dtype}
         rows = self.num_gates * hidden_size
         recurrent = torch.empty(rows, hidden_size, **factory)
@@ -253,7 +268,10 @@ class RecurrentLayer(nn.Module):
                 f"{type(self).__name__} expects input of shape [T >= 1, B, input_size={self.input_size}], "
                 f"got {list(x.shape)}"
             )
-        return self._run_window(x, self._checked_state(state, x))
+        state = self._checked_state(state, x)
+        if self.impl == "native":
+            return self._run_native(x, state)
+        return self._run_window(x, state)
 
     def _run_window(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """The window ``x`` ``[T, B, input_size]`` from a checked ``state``; a subclass may replace this
@@ -337,6 +355,8 @@ class RecurrentLayer(nn.Module):
             text += f", init={self.init!r}"
         if self.initial_state_mode != "zeros":
             text += f", initial_state={self.initial_state_mode!r}"
+        if self.impl != "custom":
+            text += f", impl={self.impl!r}"
         return text
 
     # ----- weight exchange with torch.nn.RNN / LSTM / GRU -----------------------------------------
@@ -428,6 +448,31 @@ class RecurrentLayer(nn.Module):
         )
         layer.load_native_state_dict(module.state_dict(), index)
         return layer
+
+    def _run_native(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """The window on torch's fused kernel for this cell (oneDNN on a CPU, cuDNN on CUDA), fed with this
+        layer's own parameters: ``native_type``'s forward runs through ``torch.func.functional_call`` with
+        ``_to_native_tensors()``, which are differentiable functions of our parameters, so gradients reach
+        them as from ``_run_window`` and checkpoints do not depend on ``impl``.
+
+        The torch module is a template on the meta device (it holds no memory; every weight it uses is
+        passed in), kept out of the parameters and the state dict.
+        """
+        template = self.__dict__.get("_native_template")
+        if template is None:
+            template = self.native_type(
+                self.input_size, self.hidden_size, **self._native_options(), device="meta"
+            )
+            self.__dict__["_native_template"] = template
+        weights = dict(zip(_native_keys(0), self._to_native_tensors(), strict=True))
+        hx = tuple(tensor.to(x.dtype).unsqueeze(0).contiguous() for tensor in state)  # [1, B, H] each
+        with warnings.catch_warnings():
+            # cuDNN copies weights that are not one flat buffer into one at every call (cheap next to the
+            # window) and warns about it; ours are separate parameters by design.
+            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+            y, hx = torch.func.functional_call(template, weights, (x, hx if len(hx) == 2 else hx[0]))
+        hx = hx if isinstance(hx, tuple) else (hx,)
+        return y, tuple(tensor.squeeze(0) for tensor in hx)  # y: [T, B, H]; state tensors [B, H]
 
     def _require_native(self, method: str) -> None:
         if self.native_type is None:
