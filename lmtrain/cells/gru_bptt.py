@@ -33,6 +33,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from lmtrain.cells.base import apply_under_autocast
+from lmtrain.cells.step_product import StepProduct
 
 
 def gru_window(x: Tensor, weight_ax: Tensor, bias: Tensor, weight_aa: Tensor, c0: Tensor) -> Tensor:
@@ -85,16 +86,17 @@ class _GRUWindow(torch.autograd.Function):
         hidden = weight_aa.shape[1]
         # gates ends as the activated Γ_u, Γ_r, c̃ of every step: [T, B, 3H].
         gates = _input_projection(x, weight_ax, bias)
-        gates_from_state = weight_aa[: 2 * hidden].t().contiguous()  # [H, 2H], W_u and W_r transposed
-        candidate_from_reset = weight_aa[2 * hidden :].t().contiguous()  # [H, H], W_c transposed
+        gates_from_state = StepProduct(weight_aa[: 2 * hidden], batch)  # c<t-1> [W_u; W_r]^T: [B, 2H]
+        candidate_from_reset = StepProduct(weight_aa[2 * hidden :], batch)  # r<t> W_c^T: [B, H]
         reset_states = x.new_empty(steps, batch, hidden)  # r<t> = Γ_r * c<t-1>
         y = x.new_empty(steps, batch, hidden)  # c<t>
         c = c0
         for z, r_t, c_t in zip(gates, reset_states, y, strict=True):  # z: [B, 3H]
-            z[:, : 2 * hidden].addmm_(c, gates_from_state).sigmoid_()  # Γ_u, Γ_r
+            gates_ur = z[:, : 2 * hidden]
+            torch.sigmoid(gates_from_state(c, gates_ur), out=gates_ur)  # Γ_u, Γ_r
             update, reset, candidate = z.view(batch, 3, hidden).unbind(1)  # [B, H] each
             torch.mul(reset, c, out=r_t)
-            candidate.addmm_(r_t, candidate_from_reset).tanh_()  # c̃
+            torch.tanh(candidate_from_reset(r_t, candidate), out=candidate)  # c̃
             c = torch.lerp(c, candidate, update, out=c_t)  # c<t-1> + Γ_u (c̃ - c<t-1>)
         ctx.save_for_backward(x, weight_ax, weight_aa, gates, reset_states, y, c0)
         return y
@@ -111,19 +113,19 @@ class _GRUWindow(torch.autograd.Function):
         to_update = _sigmoid_derivative(update).mul_(candidate - previous)  # dz_u / dc
         to_reset = _sigmoid_derivative(reset).mul_(previous)  # dz_r / dr
         keep = torch.neg(update).add_(1)  # 1 - Γ_u
-        gates_to_state = weight_aa[: 2 * hidden]  # [2H, H]
-        candidate_to_reset = weight_aa[2 * hidden :]  # [H, H]
+        gates_to_state = StepProduct(weight_aa[: 2 * hidden].t(), batch)  # [dz_u, dz_r] [W_u; W_r]
+        candidate_to_reset = StepProduct(weight_aa[2 * hidden :].t(), batch)  # dz_c W_c
         grad_z = torch.empty_like(gates)  # dz<t>: [T, B, 3H]
         dc = grad_y[-1].clone()
         for t in range(steps - 1, -1, -1):
             dz = grad_z[t]
             dz_update_reset = dz[:, : 2 * hidden]
             dz_candidate = torch.mul(dc, to_candidate[t], out=dz[:, 2 * hidden :])
-            dr = torch.mm(dz_candidate, candidate_to_reset)  # [B, H]
+            dr = candidate_to_reset(dz_candidate)  # [B, H]
             torch.mul(dc, to_update[t], out=dz[:, :hidden])
             torch.mul(dr, to_reset[t], out=dz[:, hidden : 2 * hidden])
-            grad_previous = torch.mul(dc, keep[t]).addcmul_(dr, reset[t])
-            grad_previous.addmm_(dz_update_reset, gates_to_state)  # dc<t-1>
+            kept = torch.mul(dc, keep[t]).addcmul_(dr, reset[t])
+            grad_previous = gates_to_state(dz_update_reset, kept)  # dc<t-1>
             dc = grad_previous.add_(grad_y[t - 1]) if t > 0 else grad_previous
         grad_x, grad_weight_ax, grad_bias = _input_gradients(ctx, grad_z, x, weight_ax)
         grad_weight_aa = None
@@ -145,13 +147,12 @@ class _CudnnGRUWindow(torch.autograd.Function):
         hidden = weight_aa.shape[1]
         # gates ends as the activated Γ_u, Γ_r, c̃ of every step: [T, B, 3H].
         gates = _input_projection(x, weight_ax, bias)
-        from_state = weight_aa.t().contiguous()  # [H, 3H]
-        recurrent = x.new_empty(batch, 3 * hidden)  # W_aa c<t-1> of the current step
+        from_state = StepProduct(weight_aa, batch)  # W_aa c<t-1>: [B, 3H]
         candidate_states = x.new_empty(steps, batch, hidden)  # n<t> = W_c c<t-1> + b_ca
         y = x.new_empty(steps, batch, hidden)  # c<t>
         c = c0
         for z, n_t, c_t in zip(gates, candidate_states, y, strict=True):  # z: [B, 3H]
-            torch.mm(c, from_state, out=recurrent)
+            recurrent = from_state(c)
             z[:, : 2 * hidden].add_(recurrent[:, : 2 * hidden]).sigmoid_()  # Γ_u, Γ_r
             update, reset, candidate = z.view(batch, 3, hidden).unbind(1)  # [B, H] each
             n = torch.add(recurrent[:, 2 * hidden :], candidate_bias, out=n_t)
@@ -176,11 +177,12 @@ class _CudnnGRUWindow(torch.autograd.Function):
         keep = torch.neg(update).add_(1)  # 1 - Γ_u
         grad_recurrent = torch.empty_like(gates)  # [dz_u, dz_r, dn] of every step: [T, B, 3H]
         grad_candidate = torch.empty_like(y)  # dz_c, the gradient of x_c: [T, B, H]
+        to_state = StepProduct(weight_aa.t(), batch)  # [dz_u, dz_r, dn] W_aa
         dc = grad_y[-1].clone()
         for t in range(steps - 1, -1, -1):
             torch.mul(to_recurrent[t], dc.unsqueeze(1), out=grad_recurrent[t].view(batch, 3, hidden))
             torch.mul(dc, to_candidate[t], out=grad_candidate[t])
-            grad_previous = torch.mul(dc, keep[t]).addmm_(grad_recurrent[t], weight_aa)  # dc<t-1>
+            grad_previous = to_state(grad_recurrent[t], torch.mul(dc, keep[t]))  # dc<t-1>
             dc = grad_previous.add_(grad_y[t - 1]) if t > 0 else grad_previous
         # The input projection's gradient: dz_u, dz_r from grad_recurrent, dz_c from grad_candidate.
         grad_x_proj = torch.cat([grad_recurrent[:, :, : 2 * hidden], grad_candidate], dim=2)

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from lmtrain.cells.base import RecurrentLayer, State, Step
 from lmtrain.cells.lstm_bptt import lstm_window, output_gate_first
+from lmtrain.cells.panels import ColumnPanels
 
 
 class LSTMLayer(RecurrentLayer):
@@ -66,21 +67,21 @@ class LSTMLayer(RecurrentLayer):
         weight_ax, bias, weight_aa = (
             output_gate_first(w.detach()) for w in (self.weight_ax, self.bias, self.weight_aa)
         )
-        recurrent = weight_aa.t().contiguous()  # [H, 4H]
+        recurrent = ColumnPanels(weight_aa.t())  # W_aa^T [H, 4H], shared out across the cores
         if embedding is not None:
             table = F.linear(embedding.detach(), weight_ax, bias)  # [V, 4H]
 
             def from_input(tokens: Tensor) -> Tensor:
                 return table.index_select(0, tokens)  # [B, 4H]
         else:
-            weight_ax_t = weight_ax.t().contiguous()  # [E, 4H]
+            input_panels = ColumnPanels(weight_ax.t())  # W_ax^T [E, 4H]
 
             def from_input(x_t: Tensor) -> Tensor:
-                return torch.addmm(bias, x_t, weight_ax_t)  # [B, 4H]
+                return input_panels(x_t, bias)  # [B, 4H]
 
         def step(x_t: Tensor, state: State) -> tuple[Tensor, State]:
             a_prev, c_prev = state
-            z = from_input(x_t).addmm_(a_prev, recurrent)  # [B, 4H], gates o, u, f, C̃
+            z = recurrent(a_prev, from_input(x_t))  # [B, 4H], gates o, u, f, C̃
             z[:, : 3 * hidden].sigmoid_()
             z[:, 3 * hidden :].tanh_()
             output, update, forget, candidate = z.chunk(4, dim=1)

@@ -34,6 +34,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from lmtrain.cells.base import apply_under_autocast
+from lmtrain.cells.step_product import StepProduct
 
 
 def lstm_window(
@@ -73,17 +74,16 @@ class _LSTMWindow(torch.autograd.Function):
         # The input half of every step's pre-activation in one product; the loop adds the recurrent half
         # in place. gates ends as the activated gates Γ_o, Γ_u, Γ_f, C̃ of every step: [T, B, 4H].
         gates = torch.addmm(bias, x.reshape(steps * batch, -1), weight_ax.t()).view(steps, batch, 4 * hidden)
-        # W_aa^T as a contiguous [H, 4H]: a plain (not transposed) operand is the faster product here.
-        recurrent = weight_aa.t().contiguous()
+        recurrent = StepProduct(weight_aa, batch)  # z<t> + a<t-1> W_aa^T at every step
         cells = x.new_empty(steps, batch, hidden)  # C<t>
         tanh_cells = x.new_empty(steps, batch, hidden)  # tanh(C<t>), kept so backward need not redo it
         y = x.new_empty(steps, batch, hidden)  # a<t>
         a, c = a0, c0
         for z, c_t, tanh_c_t, a_t in zip(gates, cells, tanh_cells, y, strict=True):  # z: [B, 4H]
-            z.addmm_(a, recurrent)
-            z[:, : 3 * hidden].sigmoid_()  # Γ_o, Γ_u, Γ_f
+            pre = recurrent(a, z)  # the pre-activations; the activations overwrite z
+            torch.sigmoid(pre[:, : 3 * hidden], out=z[:, : 3 * hidden])  # Γ_o, Γ_u, Γ_f
+            torch.tanh(pre[:, 3 * hidden :], out=z[:, 3 * hidden :])  # C̃
             output, update, forget, candidate = z.view(batch, 4, hidden).unbind(1)  # [B, H] each
-            candidate.tanh_()  # C̃
             c = torch.mul(forget, c, out=c_t).addcmul_(update, candidate)  # C<t>
             a = torch.mul(output, torch.tanh(c, out=tanh_c_t), out=a_t)  # a<t>
         ctx.save_for_backward(x, weight_ax, weight_aa, gates, cells, tanh_cells, y, a0, c0)
@@ -110,6 +110,7 @@ class _LSTMWindow(torch.autograd.Function):
         d_forget[0].mul_(c0)
         torch.mul(candidate, candidate, out=from_cell[:, :, 2]).neg_().add_(1).mul_(update)
         grad_z = torch.empty_like(gates)  # dz<t>: [T, B, 4H], gates o, u, f, C̃
+        recurrent = StepProduct(weight_aa.t(), batch)  # dy<t-1> + dz<t> W_aa at every step
         da = grad_y[-1]  # da<T-1> = dy<T-1>; earlier steps add dz<t+1> W_aa (the addmm at the bottom)
         for t in range(steps - 1, -1, -1):
             dz = grad_z[t]
@@ -118,7 +119,7 @@ class _LSTMWindow(torch.autograd.Function):
             torch.mul(from_cell[t], grad_c.unsqueeze(1), out=dz[:, hidden:].view(batch, 3, hidden))
             grad_c.mul_(forget[t])  # dC<t-1>
             if t > 0:
-                da = torch.addmm(grad_y[t - 1], dz, weight_aa)  # [B, 4H] x [4H, H]
+                da = recurrent(dz, grad_y[t - 1])  # [B, 4H] x [4H, H]
         needs = ctx.needs_input_grad
         flat_z = grad_z.view(steps * batch, 4 * hidden)
         grad_x = grad_weight_ax = grad_bias = grad_weight_aa = grad_a0 = None
