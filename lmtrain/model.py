@@ -41,6 +41,7 @@ from torch import nn
 
 from lmtrain.batching import State
 from lmtrain.cells import RecurrentLayer, build_layer
+from lmtrain.cells.panels import ColumnPanels
 from lmtrain.config import ModelConfig
 
 
@@ -235,7 +236,7 @@ class RNNLanguageModel(nn.Module):
             layer.inference_step(embedding if fold and depth == 0 else None)
             for depth, layer in enumerate(self.layers)
         ]
-        decoder_weight = self.decoder.weight.detach().t().contiguous()  # [H, V]
+        decoder = ColumnPanels(self.decoder.weight.detach().t())  # W^T [H, V], shared out across cores
         decoder_bias = self.decoder.bias.detach()
 
         def step(token: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -245,7 +246,7 @@ class RNNLanguageModel(nn.Module):
                 y, layer_state = layer_step(x, layer_state)
                 x = y + x if skip else y
                 new_state.append(layer_state)
-            return torch.addmm(decoder_bias, x, decoder_weight), new_state
+            return decoder(x, decoder_bias), new_state
 
         return step
 

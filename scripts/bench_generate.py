@@ -14,6 +14,10 @@ drawing every token with `sampling.next_tokens` under `torch.inference_mode`:
 - `nn.LSTM`: the same loop with the layers converted to one multi-layer `nn.LSTM` (`stack_to_native`),
   called with a window of one step per token, the way a generator built on torch's fused module runs.
 
+Before each vocabulary's rows, a row gives the size of the weights a batch-1 step multiplies and how long
+reading them once takes (`torch.sum` over each): at batch 1 a step is bound by that read, so its inverse is
+a rough ceiling on tokens/s for any generator of this model on this machine.
+
 `--no-stop` is implied, so every stream generates `--steps` tokens; tokens/s counts the tokens of all
 streams of the batch. The three run interleaved (the order swaps every repetition) after one warm-up
 run each; the table shows the median of `--repeats` repetitions and the median ratio.
@@ -88,6 +92,33 @@ def generators(
     }
 
 
+def weights_read_per_token(model: RNNLanguageModel) -> list[torch.Tensor]:
+    """The weight matrices one generation step multiplies: each layer's recurrent half, its input half
+    (except the first layer's when the embedding is folded into it: a row lookup then), the decoder."""
+    folded = model.vocab_size <= model.layers[0].input_size
+    weights = [model.decoder.weight]
+    for depth, layer in enumerate(model.layers):
+        weights.append(layer.weight_aa)
+        if not (folded and depth == 0):
+            weights.append(layer.weight_ax)
+    return [weight.detach() for weight in weights]
+
+
+def read_ceiling(model: RNNLanguageModel, device: torch.device, repeats: int = 50) -> tuple[float, float]:
+    """(bytes, seconds): the weights of one batch-1 step and the median time to read them all once with
+    ``torch.sum``: a rough floor for the step, whose matrix-vector products read each weight once too."""
+    weights = weights_read_per_token(model)
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        started = time.perf_counter()
+        for weight in weights:
+            weight.sum()
+        synchronize(device)
+        times.append(time.perf_counter() - started)
+    return sum(w.numel() * w.element_size() for w in weights), statistics.median(times)
+
+
 def timed(run: Callable[[], None], device: torch.device) -> float:
     synchronize(device)
     started = time.perf_counter()
@@ -132,6 +163,12 @@ def main() -> None:
             vocab_size, args.cell, args.embedding_size, args.hidden_size, args.num_layers, **gru_variant
         )
         model = model.to(device).eval()
+        size, seconds_to_read = read_ceiling(model, device)
+        print(
+            f"| {vocab_size:,} | (reading the {size / 2**20:.1f} MiB of weights a batch-1 step multiplies, "
+            f"once, with `sum`: {1e3 * seconds_to_read:.2f} ms, {size / seconds_to_read / 1e9:.0f} GB/s, "
+            f"at most {1 / seconds_to_read:,.0f} tok/s) | | | | | |"
+        )
         for batch_size in args.batch_sizes:
             runs = generators(model, tokenizer, args.steps, batch_size, device)
             seconds = {name: [] for name in runs}

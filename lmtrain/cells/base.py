@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lmtrain.cells.panels import ColumnPanels
+
 State = tuple[Tensor, ...]
 """A layer's recurrent state: ``(a,)`` for rnn, gru and esn, ``(a, c)`` for lstm, each ``[B, H]``."""
 
@@ -322,8 +324,8 @@ class RecurrentLayer(nn.Module):
         if embedding is not None:
             table = F.linear(embedding.detach(), weight_ax, bias)  # [V, G*H]
             return lambda tokens, state: cell(table[tokens], state)
-        from_input = weight_ax.t().contiguous()  # [input_size, G*H]: a plain operand multiplies faster
-        return lambda x_t, state: cell(torch.addmm(bias, x_t, from_input), state)
+        from_input = ColumnPanels(weight_ax.t())  # [input_size, G*H], shared out across the cores
+        return lambda x_t, state: cell(from_input(x_t, bias), state)
 
     def _cell(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
         """One step from ``x_proj_t = weight_ax @ x<t> + bias`` (``[B, G*H]``) and the previous state."""
