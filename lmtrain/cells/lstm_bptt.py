@@ -89,13 +89,19 @@ class _LSTMWindow(torch.autograd.Function):
         cells = x.new_empty(steps, batch, hidden)  # C<t>
         tanh_cells = x.new_empty(steps, batch, hidden)  # tanh(C<t>), kept so backward need not redo it
         y = x.new_empty(steps, batch, hidden)  # a<t>
+        # Every step's views are made once here (a call per step costs more than its arithmetic at small
+        # H); the loop then makes 7 torch calls per step.
+        output, update, forget, squashed = gates.view(steps, batch, 4, hidden).unbind(2)  # [T, B, H] each
+        per_step = zip(
+            gates, output, update, forget, squashed, cells, tanh_cells, y, strict=True
+        )  # [B, 4H], then [B, H] each
         a, c = a0, c0
-        for z, c_t, tanh_c_t, a_t in zip(gates, cells, tanh_cells, y, strict=True):  # z: [B, 4H]
-            torch.sigmoid(recurrent(a, z), out=z)  # Γ_o, Γ_u, Γ_f and σ(2 z_C̃)
-            output, update, forget, candidate = z.view(batch, 4, hidden).unbind(1)  # [B, H] each
-            candidate.mul_(2).sub_(1)  # C̃ = 2σ(2 z_C̃) - 1 = tanh(z_C̃)
-            c = torch.mul(forget, c, out=c_t).addcmul_(update, candidate)  # C<t>
-            a = torch.mul(output, torch.tanh(c, out=tanh_c_t), out=a_t)  # a<t>
+        for z, output_t, update_t, forget_t, squashed_t, c_t, tanh_c_t, a_t in per_step:
+            torch.sigmoid(recurrent(a, z), out=z)  # Γ_o, Γ_u, Γ_f and s = σ(2 z_C̃), so C̃ = 2s - 1
+            # C<t> = Γ_f C<t-1> + Γ_u C̃ = Γ_f C<t-1> + 2 Γ_u s - Γ_u
+            c = torch.mul(forget_t, c, out=c_t).addcmul_(update_t, squashed_t, value=2).sub_(update_t)
+            a = torch.mul(output_t, torch.tanh(c, out=tanh_c_t), out=a_t)  # a<t>
+        squashed.mul_(2).sub_(1)  # C̃ = 2s - 1 for every step at once: gates holds Γ_o, Γ_u, Γ_f, C̃
         # The weights are saved as they came (parameters: no copy held until backward) and rotated there.
         ctx.save_for_backward(x, weight_ax, weight_aa, gates, cells, tanh_cells, y, a0, c0)
         return y, cells[-1]
@@ -123,15 +129,33 @@ class _LSTMWindow(torch.autograd.Function):
         torch.mul(candidate, candidate, out=from_cell[:, :, 2]).neg_().add_(1).mul_(update)
         grad_z = torch.empty_like(gates)  # dz<t>: [T, B, 4H], gates o, u, f, C̃
         recurrent = StepProduct(weight_aa.t(), batch)  # dy<t-1> + dz<t> W_aa at every step
-        da = grad_y[-1]  # da<T-1> = dy<T-1>; earlier steps add dz<t+1> W_aa (the addmm at the bottom)
-        for t in range(steps - 1, -1, -1):
-            dz = grad_z[t]
-            grad_c.addcmul_(da, to_cell[t])  # dC<t>
-            torch.mul(da, to_output[t], out=dz[:, :hidden])
-            torch.mul(from_cell[t], grad_c.unsqueeze(1), out=dz[:, hidden:].view(batch, 3, hidden))
-            grad_c.mul_(forget[t])  # dC<t-1>
-            if t > 0:
-                da = recurrent(dz, grad_y[t - 1])  # [B, 4H] x [4H, H]
+        # Every step's views once (see forward): dz<t> as its output-gate part [B, H] and the other three
+        # [B, 3, H]; dC is updated in place and read through a [B, 1, H] view.
+        grad_output = grad_z[:, :, :hidden]  # [T, B, H]
+        grad_cell_gates = grad_z[:, :, hidden:].view(steps, batch, 3, hidden)  # [T, B, 3, H]
+        grad_c_rows = grad_c.unsqueeze(1)  # [B, 1, H], the same memory as grad_c
+        previous_grad_y = [None, *grad_y[:-1].unbind(0)]  # dy<t-1>; nothing before the first step
+        per_step = zip(
+            grad_z,
+            grad_output,
+            grad_cell_gates,
+            to_cell,
+            to_output,
+            from_cell,
+            forget,
+            previous_grad_y,
+            strict=True,
+        )
+        da = grad_y[-1]  # da<T-1> = dy<T-1>; earlier steps add dz<t+1> W_aa (the product at the bottom)
+        for dz, dz_output, dz_cell_gates, to_cell_t, to_output_t, from_cell_t, forget_t, dy_prev in reversed(
+            list(per_step)
+        ):
+            grad_c.addcmul_(da, to_cell_t)  # dC<t>
+            torch.mul(da, to_output_t, out=dz_output)
+            torch.mul(from_cell_t, grad_c_rows, out=dz_cell_gates)
+            grad_c.mul_(forget_t)  # dC<t-1>
+            if dy_prev is not None:
+                da = recurrent(dz, dy_prev)  # [B, 4H] x [4H, H]
         needs = ctx.needs_input_grad
         flat_z = grad_z.view(steps * batch, 4 * hidden)
         grad_x = grad_weight_ax = grad_bias = grad_weight_aa = grad_a0 = None
