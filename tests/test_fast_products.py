@@ -110,3 +110,29 @@ def test_panel_count_divides_the_columns(monkeypatch):
     assert [panel_count(n) for n in (2048, 1536, 30, 7)] == [4, 4, 3, 1]
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
     assert [panel_count(n) for n in (2048, 1536, 30)] == [8, 8, 6]
+
+
+def test_a_onednn_operator_that_computes_something_else_is_not_used(monkeypatch):
+    """The oneDNN operators are private to torch: `onednn_available` checks them once on a small product,
+    and a torch whose operator changed meaning falls back to addmm instead of training wrongly."""
+
+    class WrongLinear:
+        @staticmethod
+        def __call__(x, weight, bias, attr, scalars, algorithm):
+            return torch.zeros(x.shape[0], weight.shape[0])
+
+        @staticmethod
+        def binary(x, other, weight, bias, attr):
+            return other  # forgets the product
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", WrongLinear(), raising=False)
+    monkeypatch.setattr(
+        torch.ops.mkldnn, "_reorder_linear_weight", lambda weight, batch: weight, raising=False
+    )
+    step_product.onednn_available.cache_clear()
+    try:
+        assert not onednn_available()
+        assert not StepProduct(torch.randn(ONEDNN_MIN_WIDTH, ONEDNN_MIN_WIDTH), 4).use_onednn
+    finally:
+        monkeypatch.undo()
+        step_product.onednn_available.cache_clear()

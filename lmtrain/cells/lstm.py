@@ -60,12 +60,13 @@ class LSTMLayer(RecurrentLayer):
         return y, (y[-1], c)
 
     def inference_step(self, embedding: Tensor | None = None) -> Step:
-        """``RecurrentLayer.inference_step`` with the lstm's own step: gates rotated to o, u, f, C̃ as in
-        ``lstm_bptt`` (one sigmoid over three gates), contiguous transposed weights, in-place activations;
-        six elementwise operations and one or two matrix products per step."""
-        hidden = self.hidden_size
+        """``RecurrentLayer.inference_step`` with the lstm's own step, laid out as ``lstm_bptt``'s window:
+        gates rotated to o, u, f, C̃ with the C̃ rows doubled, so that one sigmoid activates the whole row
+        (``C̃ = 2 σ(2 z_C̃) - 1``); weights as column panels; one or two matrix products and six
+        elementwise operations per step."""
         weight_ax, bias, weight_aa = (
-            output_gate_first(w.detach()) for w in (self.weight_ax, self.bias, self.weight_aa)
+            output_gate_first(w.detach(), candidate_scale=2.0)
+            for w in (self.weight_ax, self.bias, self.weight_aa)
         )
         recurrent = ColumnPanels(weight_aa.t())  # W_aa^T [H, 4H], shared out across the cores
         if embedding is not None:
@@ -81,12 +82,11 @@ class LSTMLayer(RecurrentLayer):
 
         def step(x_t: Tensor, state: State) -> tuple[Tensor, State]:
             a_prev, c_prev = state
-            z = recurrent(a_prev, from_input(x_t))  # [B, 4H], gates o, u, f, C̃
-            z[:, : 3 * hidden].sigmoid_()
-            z[:, 3 * hidden :].tanh_()
-            output, update, forget, candidate = z.chunk(4, dim=1)
-            c = torch.mul(forget, c_prev).addcmul_(update, candidate)  # C<t>
-            a = output * torch.tanh(c)  # a<t>
+            z = recurrent(a_prev, from_input(x_t)).sigmoid_()  # [B, 4H]: Γ_o, Γ_u, Γ_f, s = σ(2 z_C̃)
+            output, update, forget, squashed = z.chunk(4, dim=1)
+            # C<t> = Γ_f C<t-1> + Γ_u C̃ with C̃ = 2s - 1
+            c = torch.mul(forget, c_prev).addcmul_(update, squashed, value=2).sub_(update)
+            a = torch.tanh(c).mul_(output)  # a<t>
             return a, (a, c)
 
         return step

@@ -45,6 +45,9 @@ class ColumnPanels:
     def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
         batch, rows = x.shape
         x_panels = x.expand(self.count, batch, rows)  # [G, B, K], no copy
+        if batch == 1 and add is not None:  # the common case, in as few calls as possible
+            product = torch.baddbmm(add.reshape(self.count, 1, self.width), x_panels, self.weight)
+            return product.view(1, self.count * self.width)  # [G, 1, N/G] is already the row [1, N]
         if add is None:
             product = torch.bmm(x_panels, self.weight)  # [G, B, N/G]
         else:

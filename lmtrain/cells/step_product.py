@@ -15,6 +15,8 @@ weights, or a torch without those operators); the two agree to float rounding.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -24,11 +26,28 @@ was 1.0-1.4x faster for every LSTM and GRU product at H = 512 (1.1-1.6x at B = 2
 H = 256-384 (0.8-1.2x) and slower at H = 128 (0.4-0.8x)."""
 
 
+@functools.cache
 def onednn_available() -> bool:
-    """Whether this torch has oneDNN's linear operators (CPU builds with mkldnn, torch >= 2.1 or so)."""
+    """Whether this torch has oneDNN's linear operators (CPU builds with mkldnn) and they compute what
+    ``addmm`` computes. The operators are private to torch, so their behaviour is checked once per
+    process on a small product rather than trusted across torch releases."""
     mkldnn = torch.ops.mkldnn
-    return torch.backends.mkldnn.is_available() and all(
+    present = torch.backends.mkldnn.is_available() and all(
         hasattr(mkldnn, name) for name in ("_linear_pointwise", "_reorder_linear_weight")
+    )
+    if not present:
+        return False
+    generator = torch.Generator().manual_seed(0)
+    weight, x, add = (torch.randn(*shape, generator=generator) for shape in ((24, 16), (3, 16), (3, 24)))
+    try:
+        with torch.no_grad():
+            packed = mkldnn._reorder_linear_weight(weight, 3)
+            product = mkldnn._linear_pointwise.binary(x, add, packed, None, "add")
+            plain = mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+    except RuntimeError:
+        return False
+    return torch.allclose(product, torch.addmm(add, x, weight.t()), rtol=1e-4, atol=1e-4) and torch.allclose(
+        plain, x @ weight.t(), rtol=1e-4, atol=1e-4
     )
 
 
