@@ -4,7 +4,8 @@ Inside a window, each step multiplies ``B`` rows by the same recurrent weight: `
 (``[B, H] x [H, G*H]``) and ``dz<t> W_aa`` backward (``[B, G*H] x [G*H, H]``). With ``B`` = 64 these are
 thin products that MKL's general ``addmm`` runs well below the machine's peak (about 60% at H = 1024 on
 the README's CPU), while oneDNN, the library behind ``nn.LSTM`` on a CPU, has kernels for exactly this
-shape that run on the weight laid out once in its own blocked format: 1.2-1.8x faster at H >= 256 there.
+shape that run on the weight laid out once in its own blocked format: 1.0-1.4x faster at H = 512 there
+(see ``ONEDNN_MIN_WIDTH``).
 
 ``StepProduct(weight, batch)`` lays the weight out once per window and then computes
 ``add + x @ weight^T`` (or ``x @ weight^T``) at each step. It uses oneDNN (``torch.ops.mkldnn``, the
@@ -40,7 +41,7 @@ def onednn_available() -> bool:
     generator = torch.Generator().manual_seed(0)
     weight, x, add = (torch.randn(*shape, generator=generator) for shape in ((24, 16), (3, 16), (3, 24)))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", enabled=False):
             packed = mkldnn._reorder_linear_weight(weight, 3)
             product = mkldnn._linear_pointwise.binary(x, add, packed, None, "add")
             plain = mkldnn._linear_pointwise(x, packed, None, "none", [], "")
