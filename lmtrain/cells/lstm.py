@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmtrain.cells.base import RecurrentLayer, State, Step
-from lmtrain.cells.lstm_bptt import lstm_window, output_gate_first
+from lmtrain.cells.lstm_bptt import candidate_doubled, lstm_window
 from lmtrain.cells.panels import ColumnPanels
 
 
@@ -61,12 +61,10 @@ class LSTMLayer(RecurrentLayer):
 
     def inference_step(self, embedding: Tensor | None = None) -> Step:
         """``RecurrentLayer.inference_step`` with the lstm's own step, laid out as ``lstm_bptt``'s window:
-        gates rotated to o, u, f, C̃ with the C̃ rows doubled, so that one sigmoid activates the whole row
-        (``C̃ = 2 σ(2 z_C̃) - 1``); weights as column panels; one or two matrix products and six
-        elementwise operations per step."""
+        the C̃ rows doubled, so that one sigmoid activates the whole row (``C̃ = 2 σ(2 z_C̃) - 1``); weights
+        as column panels; one or two matrix products and six elementwise operations per step."""
         weight_ax, bias, weight_aa = (
-            output_gate_first(w.detach(), candidate_scale=2.0)
-            for w in (self.weight_ax, self.bias, self.weight_aa)
+            candidate_doubled(w.detach()) for w in (self.weight_ax, self.bias, self.weight_aa)
         )
         recurrent = ColumnPanels(weight_aa.t())  # W_aa^T [H, 4H], shared out across the cores
         if embedding is not None:
@@ -82,8 +80,8 @@ class LSTMLayer(RecurrentLayer):
 
         def step(x_t: Tensor, state: State) -> tuple[Tensor, State]:
             a_prev, c_prev = state
-            z = recurrent(a_prev, from_input(x_t)).sigmoid_()  # [B, 4H]: Γ_o, Γ_u, Γ_f, s = σ(2 z_C̃)
-            output, update, forget, squashed = z.chunk(4, dim=1)
+            z = recurrent(a_prev, from_input(x_t)).sigmoid_()  # [B, 4H]: Γ_u, Γ_f, s = σ(2 z_C̃), Γ_o
+            update, forget, squashed, output = z.chunk(4, dim=1)
             # C<t> = Γ_f C<t-1> + Γ_u C̃ with C̃ = 2s - 1
             c = torch.mul(forget, c_prev).addcmul_(update, squashed, value=2).sub_(update)
             a = torch.tanh(c).mul_(output)  # a<t>
