@@ -98,19 +98,24 @@ class _LSTMWindow(torch.autograd.Function):
         steps, batch, hidden = y.shape
         grad_y = torch.zeros_like(y) if grad_y is None else grad_y
         grad_c = torch.zeros_like(c0) if grad_c is None else grad_c.clone()  # dC, carried backwards
-        # Everything that does not depend on the recursion, for all T steps at once and mostly in place
-        # (few large operations instead of many small ones inside the loop).
-        # σ' = σ (1 - σ) is computed as addcmul(σ, σ, σ, value=-1).
+        # Everything that does not depend on the recursion, for all T steps at once, in as few passes over
+        # [T, B, H] as the identities allow (few large operations instead of many small ones in the loop;
+        # each pass reads and writes memory). With a<t> = Γ_o tanh(C<t>), which is y:
+        #   dC<t>/da<t> = Γ_o (1 - tanh²) = Γ_o - a tanh          dz_o/da<t> = σ'(z_o) tanh = a - Γ_o a
+        #   dz_u/dC = σ'(z_u) C̃ = Γ_u C̃ - Γ_u (Γ_u C̃)             dz_C̃/dC = Γ_u (1 - C̃²) = Γ_u - (Γ_u C̃) C̃
+        #   dz_f/dC = σ'(z_f) C<t-1> = (Γ_f - Γ_f²) C<t-1>
         update, forget, candidate, output = gates.view(steps, batch, 4, hidden).unbind(2)  # [T, B, H]
-        to_cell = torch.mul(tanh_c, tanh_c).neg_().add_(1).mul_(output)  # dC<t>/da<t> = Γ_o (1 - tanh²)
-        to_output = torch.addcmul(output, output, output, value=-1).mul_(tanh_c)  # dz_o/da<t>
+        to_cell = torch.addcmul(output, y, tanh_c, value=-1)
+        to_output = torch.addcmul(y, output, y, value=-1)
         # dz_u, dz_f, dz_C̃ per unit of dC<t>, as [T, B, 3, H] to match the first 3H of dz<t>.
         from_cell = gates.new_empty(steps, batch, 3, hidden)
-        torch.addcmul(update, update, update, value=-1, out=from_cell[:, :, 0]).mul_(candidate)
+        update_candidate = torch.mul(update, candidate)  # Γ_u C̃
+        torch.addcmul(update_candidate, update, update_candidate, value=-1, out=from_cell[:, :, 0])
         d_forget = torch.addcmul(forget, forget, forget, value=-1, out=from_cell[:, :, 1])
         d_forget[1:].mul_(cells[:-1])  # times C<t-1>
         d_forget[0].mul_(c0)
-        torch.mul(candidate, candidate, out=from_cell[:, :, 2]).neg_().add_(1).mul_(update)
+        torch.addcmul(update, update_candidate, candidate, value=-1, out=from_cell[:, :, 2])
+        del update_candidate
         grad_z = torch.empty_like(gates)  # dz<t>: [T, B, 4H], gates u, f, C̃, o
         recurrent = StepProduct(weight_aa.t(), batch)  # dy<t-1> + dz<t> W_aa at every step
         # Every step's views once (see forward): dz<t> as its u, f, C̃ part [B, 3, H] and its output-gate
