@@ -154,7 +154,7 @@ def main() -> None:
     )
     print(
         "| vocabulary | batch | `generate` tok/s | `model.step` tok/s | `nn.LSTM` tok/s "
-        "| generate / nn.LSTM | ms per token (generate) |"
+        "| generate / nn.LSTM (median, min-max) | ms per token (generate) |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for vocab_size in args.vocab_sizes:
@@ -180,12 +180,13 @@ def main() -> None:
                     seconds[name].append(timed(runs[name], device))
             tokens = batch_size * args.steps
             rate = {name: tokens / statistics.median(times) for name, times in seconds.items()}
-            ratio = statistics.median(
+            ratios = [
                 native / ours for ours, native in zip(seconds["generate"], seconds["native"], strict=True)
-            )
+            ]
             print(
                 f"| {vocab_size:,} | {batch_size} | {rate['generate']:,.0f} | {rate['model.step']:,.0f} | "
-                f"{rate['native']:,.0f} | {ratio:.1f}x | "
+                f"{rate['native']:,.0f} | {statistics.median(ratios):.1f}x "
+                f"({min(ratios):.1f}-{max(ratios):.1f}) | "
                 f"{1000 * statistics.median(seconds['generate']) / args.steps:.2f} |",
                 flush=True,
             )
