@@ -95,7 +95,7 @@ def generators(
 def weights_read_per_token(model: RNNLanguageModel) -> list[torch.Tensor]:
     """The weight matrices one generation step multiplies: each layer's recurrent half, its input half
     (except the first layer's when the embedding is folded into it: a row lookup then), the decoder."""
-    folded = model.vocab_size <= model.layers[0].input_size
+    folded = model.folds_embedding()
     weights = [model.decoder.weight]
     for depth, layer in enumerate(model.layers):
         weights.append(layer.weight_aa)
