@@ -135,10 +135,9 @@ class _LSTMWindow(torch.autograd.Function):
             previous_grad_y,
             strict=True,
         )
+        backwards = reversed(list(per_step))  # step T-1 first
         da = grad_y[-1]  # da<T-1> = dy<T-1>; earlier steps add dz<t+1> W_aa (the product at the bottom)
-        for dz, dz_output, dz_cell_gates, to_cell_t, to_output_t, from_cell_t, forget_t, dy_prev in reversed(
-            list(per_step)
-        ):
+        for dz, dz_output, dz_cell_gates, to_cell_t, to_output_t, from_cell_t, forget_t, dy_prev in backwards:
             grad_c.addcmul_(da, to_cell_t)  # dC<t>
             torch.mul(da, to_output_t, out=dz_output)
             torch.mul(from_cell_t, grad_c_rows, out=dz_cell_gates)
