@@ -1,0 +1,49 @@
+"""Smoke tests of the benchmark scripts' helpers (the timings themselves are not tested: the README's
+tables come from running the scripts)."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from lmtrain.model import RNNLanguageModel
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_generate_counts_the_weights_a_step_reads():
+    bench_generate = _script("bench_generate")
+    folded = RNNLanguageModel(10, "lstm", 16, 16, 2).eval()  # V <= E: the first input half is a lookup
+    assert folded.folds_embedding()
+    names = [
+        [name for name, parameter in folded.named_parameters() if parameter.data_ptr() == weight.data_ptr()]
+        for weight in bench_generate.weights_read_per_token(folded)
+    ]
+    assert names == [
+        ["decoder.weight"],
+        ["layers.0.weight_aa"],
+        ["layers.1.weight_aa"],
+        ["layers.1.weight_ax"],
+    ]
+    unfolded = RNNLanguageModel(40, "lstm", 16, 16, 2).eval()
+    assert not unfolded.folds_embedding()
+    assert len(bench_generate.weights_read_per_token(unfolded)) == 5
+    size, seconds = bench_generate.read_ceiling(unfolded, torch.device("cpu"), repeats=2)
+    assert size == 4 * sum(w.numel() for w in bench_generate.weights_read_per_token(unfolded))
+    assert seconds > 0
+
+
+def test_bench_revisions_runs_the_working_tree_window_against_nn_lstm(tmp_path):
+    bench_revisions = _script("bench_revisions")
+    modules = {"WORKTREE": bench_revisions.window_module("WORKTREE", tmp_path)}
+    runs = bench_revisions.window_runs(modules, hidden=8, steps=3, batch=2)
+    assert list(runs) == ["WORKTREE", "nn.LSTM"]
+    for run in runs.values():
+        run()
