@@ -56,6 +56,10 @@ def main_options(
 ) -> None:
     """Options that apply to every command."""
     debug_mode["on"] = debug or os.environ.get("LMTRAIN_DEBUG", "") not in ("", "0")
+    from lmtrain.kernels.compiler import kernel_mode
+
+    with user_errors():
+        kernel_mode()  # a bad LMTRAIN_KERNELS fails here, not in the middle of a run
 
 
 @contextmanager

@@ -1,0 +1,64 @@
+"""The LSTM step kernels of ``lstm_step.c`` as Python calls on tensors.
+
+``lstm_step_kernels()`` is the process's ``LSTMStepKernels`` (built on first use, see ``compiler``), or
+None where the kernels are off or unavailable. ``fused_applies`` says whether a window can use them: fp32
+tensors on the CPU (float64 checks, bf16 autocast and CUDA keep the torch path). The calls take tensors,
+check what C cannot (dtype, device, contiguity), and pass raw pointers; each call costs about 2 µs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lmtrain.datasets import cache_dir
+from lmtrain.kernels.compiler import load_or_warn
+
+SOURCE = Path(__file__).with_name("lstm_step.c")
+
+
+def _pointer(tensor: Tensor) -> int:
+    if not tensor.is_contiguous():
+        raise ValueError("the LSTM step kernels need contiguous tensors")
+    return tensor.data_ptr()
+
+
+class LSTMStepKernels:
+    """``forward`` and ``backward`` of one LSTM step's gate arithmetic on ``[B, 4H]`` gates (u, f, C̃, o)."""
+
+    def __init__(self, library: ctypes.CDLL):
+        sizes, pointer = [ctypes.c_int64] * 2, ctypes.c_void_p
+        self._forward = library.lstm_forward_step
+        self._forward.argtypes = [*sizes, *[pointer] * 5]
+        self._forward.restype = None
+        self._backward = library.lstm_backward_step
+        self._backward.argtypes = [*sizes, *[pointer] * 6]
+        self._backward.restype = None
+
+    def forward(self, pre: Tensor, gates: Tensor, c_prev: Tensor, c: Tensor, a: Tensor) -> None:
+        """Pre-activations ``pre`` ``[B, 4H]`` in; ``gates`` ``[B, 4H]`` (Γ_u, Γ_f, C̃, Γ_o), ``c`` = C<t> and
+        ``a`` = a<t> ``[B, H]`` out. ``c_prev`` is C<t-1>."""
+        batch, hidden = c.shape
+        self._forward(batch, hidden, *map(_pointer, (pre, gates, c_prev, c, a)))
+
+    def backward(self, gates: Tensor, c_prev: Tensor, c: Tensor, da: Tensor, dc: Tensor, dz: Tensor) -> None:
+        """Step t's ``gates``, C<t-1>, C<t> and ``da`` = dL/da<t> in; ``dc`` holds dL/dC<t> from step t + 1
+        and is overwritten with dL/dC<t-1>; ``dz`` ``[B, 4H]`` receives dL/dz<t>."""
+        batch, hidden = c.shape
+        self._backward(batch, hidden, *map(_pointer, (gates, c_prev, c, da, dc, dz)))
+
+
+@functools.cache
+def lstm_step_kernels() -> LSTMStepKernels | None:
+    """The kernels, built and loaded once per process; None when off or unavailable."""
+    library = load_or_warn(SOURCE, cache_dir() / "kernels")
+    return None if library is None else LSTMStepKernels(library)
+
+
+def fused_applies(*tensors: Tensor) -> bool:
+    """Whether the C kernels can run a window on these tensors: all fp32 on the CPU."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)

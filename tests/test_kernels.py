@@ -1,0 +1,192 @@
+"""The C kernels behind the LSTM window (`lmtrain.kernels`): the fused window must compute what the torch
+window and `nn.LSTM` compute, and the build must fall back, warn or fail as `LMTRAIN_KERNELS` says."""
+
+import os
+import stat
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from lmtrain.cells import build_layer, lstm_bptt
+from lmtrain.errors import LmtrainError
+from lmtrain.kernels import compiler
+from lmtrain.kernels.lstm import SOURCE, LSTMStepKernels, lstm_step_kernels
+
+needs_kernels = pytest.mark.skipif(
+    compiler.find_compiler() is None, reason="no C compiler here: the kernels cannot be built"
+)
+
+
+@pytest.fixture
+def fresh_kernels(monkeypatch, tmp_path):
+    """An empty kernel cache and no kernels loaded in this process yet (restored afterwards)."""
+    monkeypatch.setenv("LMTRAIN_CACHE", str(tmp_path))
+    lstm_step_kernels.cache_clear()
+    yield tmp_path / "kernels"
+    lstm_step_kernels.cache_clear()
+
+
+def window_results(layer, x, state, fused: bool, monkeypatch) -> list[torch.Tensor]:
+    """Outputs and every gradient of one window, on the fused or the torch path (asserting which ran)."""
+    calls = []
+    if fused:
+        kernels = lstm_step_kernels()
+        assert kernels is not None
+        monkeypatch.setattr(lstm_bptt, "lstm_step_kernels", lambda: calls.append(1) or kernels)
+    else:
+        monkeypatch.setattr(lstm_bptt, "lstm_step_kernels", lambda: None)
+    for tensor in (x, *state, *layer.parameters()):
+        tensor.grad = None
+    y, (a, c) = layer._run_window(x, state)
+    generator = torch.Generator().manual_seed(5)
+    loss = (y * torch.randn(y.shape, generator=generator)).sum() + (c * c).sum()
+    loss.backward()
+    assert len(calls) == int(fused)
+    return [y, c, x.grad, *(s.grad for s in state), *(p.grad for p in layer.parameters())]
+
+
+@needs_kernels
+@pytest.mark.parametrize("hidden, batch, steps", [(8, 3, 5), (40, 2, 1), (96, 7, 4)])
+def test_fused_window_equals_the_torch_window(hidden, batch, steps, monkeypatch):
+    torch.manual_seed(hidden)
+    layer = build_layer("lstm", 6, hidden)
+    x = torch.randn(steps, batch, 6, requires_grad=True)
+    state = tuple(torch.randn(batch, hidden, requires_grad=True) for _ in range(2))
+    fused = window_results(layer, x, state, True, monkeypatch)
+    plain = window_results(layer, x, state, False, monkeypatch)
+    for got, expected in zip(fused, plain, strict=True):
+        assert_close(got, expected, rtol=1e-5, atol=2e-6)
+
+
+@needs_kernels
+def test_fused_window_equals_nn_lstm_in_float32():
+    torch.manual_seed(0)
+    layer = build_layer("lstm", 5, 16)
+    reference = layer.to_native()
+    x = torch.randn(7, 3, 5, requires_grad=True)
+    a0, c0 = torch.randn(3, 16), torch.randn(3, 16)
+    y, (a, c) = layer(x, (a0, c0))
+    expected_y, (expected_a, expected_c) = reference(x, (a0[None], c0[None]))
+    assert_close(y, expected_y, rtol=1e-5, atol=1e-6)
+    assert_close(c, expected_c[0], rtol=1e-5, atol=1e-6)
+    (grad_x,) = torch.autograd.grad(y.sum() + c.sum(), x)
+    (expected_grad_x,) = torch.autograd.grad(expected_y.sum() + expected_c.sum(), x)
+    assert_close(grad_x, expected_grad_x, rtol=1e-5, atol=1e-6)
+
+
+@needs_kernels
+def test_step_kernels_saturate_cleanly_and_keep_nan():
+    """Pre-activations far outside the sigmoid's range give exact 0/1 gates and finite states; NaN stays NaN
+    (the trainer's non-finite-loss check depends on it)."""
+    kernels = lstm_step_kernels()
+    hidden = 9
+    pre = torch.tensor([[-1e4, -100.0, -30.0, -1.0, 0.0, 1.0, 30.0, 100.0, 1e4] * 4])  # [1, 4H]
+    gates, c, a = torch.empty(1, 4 * hidden), torch.empty(1, hidden), torch.empty(1, hidden)
+    c_prev = torch.ones(1, hidden)
+    kernels.forward(pre, gates, c_prev, c, a)
+    sigmoid, tanh = torch.sigmoid(pre[0, :hidden]), torch.tanh(pre[0, :hidden])
+    assert_close(gates, torch.cat([sigmoid, sigmoid, tanh, sigmoid])[None], rtol=1e-6, atol=1e-7)
+    expected_c = sigmoid * c_prev[0] + sigmoid * tanh
+    assert_close(c[0], expected_c, rtol=1e-6, atol=1e-7)
+    assert_close(a[0], sigmoid * torch.tanh(expected_c), rtol=1e-6, atol=1e-7)
+    pre[0, 0] = float("nan")
+    kernels.forward(pre, gates, c_prev, c, a)
+    assert torch.isnan(c[0, 0]) and torch.isnan(a[0, 0]) and torch.isfinite(a[0, 1:]).all()
+
+
+@needs_kernels
+def test_kernels_reject_tensors_they_cannot_read():
+    kernels = lstm_step_kernels()
+    gates = torch.empty(2, 16)
+    with pytest.raises(ValueError, match="contiguous"):
+        state = torch.empty(2, 4)
+        kernels.forward(torch.empty(16, 2).t(), gates, state, state.clone(), state.clone())
+
+
+@needs_kernels
+def test_build_is_cached_per_source_compiler_and_cpu(fresh_kernels, monkeypatch):
+    assert isinstance(lstm_step_kernels(), LSTMStepKernels)
+    (library,) = fresh_kernels.glob("*.so")
+    built_at = library.stat().st_mtime_ns
+    lstm_step_kernels.cache_clear()
+    assert lstm_step_kernels() is not None
+    assert [p.stat().st_mtime_ns for p in fresh_kernels.glob("*.so")] == [built_at]  # reused, not rebuilt
+    monkeypatch.setattr(compiler, "cpu_signature", lambda: "flags: another cpu")
+    cc = compiler.find_compiler()
+    assert compiler.library_path(SOURCE, cc, compiler.FLAG_SETS[0], fresh_kernels) != library
+
+
+def test_kernels_off_means_no_build(fresh_kernels, monkeypatch):
+    monkeypatch.setenv("LMTRAIN_KERNELS", "torch")
+    assert lstm_step_kernels() is None
+    assert not fresh_kernels.exists()
+
+
+def test_no_compiler_warns_once_and_falls_back_to_torch(fresh_kernels, monkeypatch):
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    with pytest.warns(RuntimeWarning, match="no C compiler found.*LMTRAIN_KERNELS=torch"):
+        assert lstm_step_kernels() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert lstm_step_kernels() is None  # cached: one warning per process
+    layer = build_layer("lstm", 3, 4)
+    y, _ = layer(torch.randn(2, 1, 3))  # the torch path still trains
+    assert y.shape == (2, 1, 4)
+
+
+def test_fused_mode_makes_a_missing_compiler_an_error(fresh_kernels, monkeypatch):
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    monkeypatch.setenv("LMTRAIN_KERNELS", "fused")
+    with pytest.raises(compiler.KernelUnavailable, match="LMTRAIN_KERNELS=fused.*no C compiler"):
+        lstm_step_kernels()
+
+
+def test_an_unknown_mode_is_an_error_naming_the_choices(monkeypatch):
+    monkeypatch.setenv("LMTRAIN_KERNELS", "fast")
+    with pytest.raises(LmtrainError, match="'fast' is not one of auto, torch, fused"):
+        compiler.kernel_mode()
+
+
+@needs_kernels
+def test_a_compiler_without_native_flags_gets_the_portable_build(fresh_kernels, tmp_path, monkeypatch):
+    """A compiler that rejects -march=native or -fopenmp (Apple clang) gets the second, portable flag set."""
+    real = compiler.find_compiler()
+    wrapper = tmp_path / "picky-cc"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do [ "$a" = -march=native ] && { echo "unknown flag" >&2; exit 1; }; done\n'
+        f'exec {real} "$@"\n'
+    )
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("CC", str(wrapper))
+    assert lstm_step_kernels() is not None
+    (library,) = fresh_kernels.glob("*.so")
+    assert library == compiler.library_path(SOURCE, str(wrapper), compiler.FLAG_SETS[1], fresh_kernels)
+
+
+@needs_kernels
+def test_concurrent_first_builds_all_load(tmp_path):
+    """torchrun starts every rank at once; each builds into its own file and renames it into place."""
+    code = "from lmtrain.kernels.lstm import lstm_step_kernels; assert lstm_step_kernels() is not None"
+    env = {**os.environ, "LMTRAIN_CACHE": str(tmp_path)}
+    runs = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(3)]
+    assert [run.wait(timeout=120) for run in runs] == [0, 0, 0]
+    assert len(list((tmp_path / "kernels").glob("*.so"))) == 1
+    assert not list((tmp_path / "kernels").glob("*.partial"))
+
+
+def test_cli_rejects_an_unknown_mode_before_any_work(monkeypatch):
+    from typer.testing import CliRunner
+
+    from lmtrain.cli import app
+
+    monkeypatch.setenv("LMTRAIN_KERNELS", "fast")
+    result = CliRunner().invoke(app, ["data", "list"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: LMTRAIN_KERNELS='fast' is not one of auto, torch, fused; unset it or pick one"
+    ]
