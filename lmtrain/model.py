@@ -41,7 +41,7 @@ from torch import nn
 
 from lmtrain.batching import State
 from lmtrain.cells import RecurrentLayer, build_layer
-from lmtrain.cells.panels import ColumnPanels
+from lmtrain.cells.panels import generation_linear
 from lmtrain.config import ModelConfig
 
 
@@ -235,8 +235,7 @@ class RNNLanguageModel(nn.Module):
             layer.inference_step(embedding if fold and depth == 0 else None)
             for depth, layer in enumerate(self.layers)
         ]
-        decoder = ColumnPanels(self.decoder.weight.detach().t())  # W^T [H, V], shared out across cores
-        decoder_bias = self.decoder.bias.detach()
+        decoder = generation_linear(self.decoder.weight, self.decoder.bias)  # [B, H] -> [B, V]
 
         def step(token: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
             x = token if fold else F.embedding(token, embedding)
@@ -245,7 +244,7 @@ class RNNLanguageModel(nn.Module):
                 y, layer_state = layer_step(x, layer_state)
                 x = y + x if skip else y
                 new_state.append(layer_state)
-            return decoder(x, decoder_bias), new_state
+            return decoder(x), new_state
 
         return step
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import torch
 
 from lmtrain.errors import ConfigError
+from lmtrain.kernels.generate import generation_kernels
+from lmtrain.kernels.lstm import fused_applies
 from lmtrain.model import RNNLanguageModel
 from lmtrain.tokenizer import EOS, Tokenizer, WordTokenizer, format_tokens
 
@@ -196,7 +198,9 @@ def next_tokens(
         logits[:, banned] = -math.inf
     if options.greedy:
         return logits.argmax(dim=-1)
-    logits = restrict_logits(logits / options.temperature, options.top_k, options.top_p)
+    if options.temperature != 1.0:  # dividing by 1 changes nothing; skip the call
+        logits = logits / options.temperature
+    logits = restrict_logits(logits, options.top_k, options.top_p)
     return draw(logits.softmax(dim=-1), generator)
 
 
@@ -208,8 +212,11 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
     takes about twice as long on a CPU. A token of probability 0 has the same cumulative value as
     the token before it, so it is never the first to exceed u.
     """
-    cdf = probs.double().cumsum(dim=-1)  # [M, V]
     u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device, dtype=torch.float64)
+    kernels = generation_kernels() if fused_applies(probs) else None
+    if kernels is not None:  # the same steps in one C call (lmtrain.kernels.generate.draw_tokens)
+        return kernels.draw(probs.contiguous(), u)
+    cdf = probs.double().cumsum(dim=-1)  # [M, V]
     tokens = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
     # u * total can round up to the total itself (once in 2^53 draws): take the most probable token.
     return torch.where(tokens < probs.size(-1), tokens, probs.argmax(dim=-1))

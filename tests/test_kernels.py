@@ -1,5 +1,6 @@
-"""The C kernels behind the LSTM window (`lmtrain.kernels`): the fused window must compute what the torch
-window and `nn.LSTM` compute, and the build must fall back, warn or fail as `LMTRAIN_KERNELS` says."""
+"""The C kernels (`lmtrain.kernels`): the fused LSTM window must compute what the torch window and
+`nn.LSTM` compute, the generation kernels what the checked step and `sampling.draw` compute, and the
+build must fall back, warn or fail as `LMTRAIN_KERNELS` says."""
 
 import os
 import stat
@@ -9,12 +10,18 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.testing import assert_close
 
+from lmtrain import sampling
 from lmtrain.cells import build_layer, lstm_bptt
+from lmtrain.cells import lstm as lstm_module
+from lmtrain.cells.panels import generation_linear
 from lmtrain.errors import LmtrainError
 from lmtrain.kernels import compiler
+from lmtrain.kernels.generate import FEW_STREAMS, generation_kernels
 from lmtrain.kernels.lstm import SOURCE, LSTMStepKernels, lstm_step_kernels
+from lmtrain.model import RNNLanguageModel
 
 needs_kernels = pytest.mark.skipif(
     compiler.find_compiler() is None, reason="no C compiler here: the kernels cannot be built"
@@ -25,9 +32,12 @@ needs_kernels = pytest.mark.skipif(
 def fresh_kernels(monkeypatch, tmp_path):
     """An empty kernel cache and no kernels loaded in this process yet (restored afterwards)."""
     monkeypatch.setenv("LMTRAIN_CACHE", str(tmp_path))
-    lstm_step_kernels.cache_clear()
+    loaders = (lstm_step_kernels, generation_kernels)
+    for loader in loaders:
+        loader.cache_clear()
     yield tmp_path / "kernels"
-    lstm_step_kernels.cache_clear()
+    for loader in loaders:
+        loader.cache_clear()
 
 
 def window_results(layer, x, state, fused: bool, monkeypatch) -> list[torch.Tensor]:
@@ -190,3 +200,77 @@ def test_cli_rejects_an_unknown_mode_before_any_work(monkeypatch):
     assert result.output.strip().splitlines() == [
         "error: LMTRAIN_KERNELS='fast' is not one of auto, torch, fused; unset it or pick one"
     ]
+
+
+# ----- generation kernels ---------------------------------------------------------------------------
+
+
+@needs_kernels
+@pytest.mark.parametrize("folded", [True, False])
+@pytest.mark.parametrize("batch", [1, 3, FEW_STREAMS, FEW_STREAMS + 1])
+def test_generation_step_equals_the_checked_step(folded, batch):
+    """The C step (up to FEW_STREAMS streams) and the torch step beyond it compute `LSTMLayer.step`; odd
+    sizes exercise the kernels' remainder loops (H and E not multiples of 8)."""
+    torch.manual_seed(batch)
+    layer = build_layer("lstm", 11, 13).eval()
+    embedding = torch.randn(6, 11) if folded else None
+    inputs = torch.randint(0, 6, (batch,)) if folded else torch.randn(batch, 11)
+    state = (torch.randn(batch, 13), torch.randn(batch, 13))
+    with torch.inference_mode():
+        y, (a, c) = layer.inference_step(embedding)(inputs, state)
+        expected_y, (expected_a, expected_c) = layer.step(embedding[inputs] if folded else inputs, state)
+    assert_close(y, expected_y, rtol=1e-5, atol=1e-6)
+    assert_close(c, expected_c, rtol=1e-5, atol=1e-6)
+
+
+@needs_kernels
+@pytest.mark.parametrize("batch", [1, 5, FEW_STREAMS + 1])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_generation_linear_equals_f_linear(batch, with_bias):
+    """Output features are taken four at a time; 4k + 3 of them checks the last, partial group."""
+    generator = torch.Generator().manual_seed(2)
+    weight, x = torch.randn(23, 37, generator=generator), torch.randn(batch, 37, generator=generator)
+    bias = torch.randn(23, generator=generator) if with_bias else None
+    assert_close(generation_linear(weight, bias)(x), F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+def test_model_inference_step_matches_model_step_on_both_paths(monkeypatch):
+    """Teacher-forced logits of a 2-layer character model (embedding folded) from the C generation step
+    equal the checked `model.step`, and so do the torch generation step's."""
+    torch.manual_seed(0)
+    model = RNNLanguageModel(vocab_size=7, cell="lstm", embedding_size=9, hidden_size=10, num_layers=2).eval()
+    tokens = torch.randint(0, 7, (12, 2))
+    with torch.inference_mode():
+        fused = model.inference_step()
+        generation_state = checked_state = model.initial_state(2)
+        for token in tokens:
+            logits, generation_state = fused(token, generation_state)
+            expected, checked_state = model.step(token, checked_state)
+            assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(lstm_module, "generation_kernels", lambda: None)
+    with torch.inference_mode():
+        state = model.initial_state(2)
+        logits, _ = model.inference_step()(tokens[0], state)
+        assert_close(logits, model.step(tokens[0], state)[0], rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+def test_draw_kernel_picks_torchs_token_bit_for_bit(monkeypatch):
+    """`sampling.draw` through the C kernel and through torch: the same token for the same uniform number,
+    with zero-probability tokens and skewed distributions; u = 1 takes the first most probable token."""
+    kernels = generation_kernels()
+    generator = torch.Generator().manual_seed(3)
+    for trial in range(300):
+        vocab = int(torch.randint(2, 200, (1,), generator=generator))
+        logits = torch.randn(3, vocab, generator=generator) * float(1 + 9 * (trial % 4))
+        logits[:, torch.randint(0, vocab, (vocab // 3,), generator=generator)] = -float("inf")
+        probs = logits.softmax(dim=-1)
+        seed = int(torch.randint(0, 2**31, (1,)))
+        drawn = sampling.draw(probs, torch.Generator().manual_seed(seed))
+        monkeypatch.setattr(sampling, "generation_kernels", lambda: None)
+        expected = sampling.draw(probs, torch.Generator().manual_seed(seed))
+        monkeypatch.undo()
+        assert torch.equal(drawn, expected)
+    probs = torch.tensor([[0.2, 0.4, 0.4, 0.0]])
+    assert kernels.draw(probs, torch.ones(1, 1, dtype=torch.float64)).tolist() == [1]

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lmtrain.cells.panels import ColumnPanels
+from lmtrain.cells.panels import generation_linear
 
 State = tuple[Tensor, ...]
 """A layer's recurrent state: ``(a,)`` for rnn, gru and esn, ``(a, c)`` for lstm, each ``[B, H]``."""
@@ -324,8 +324,8 @@ class RecurrentLayer(nn.Module):
         if embedding is not None:
             table = F.linear(embedding.detach(), weight_ax, bias)  # [V, G*H]
             return lambda tokens, state: cell(table[tokens], state)
-        from_input = ColumnPanels(weight_ax.t())  # [input_size, G*H], shared out across the cores
-        return lambda x_t, state: cell(from_input(x_t, bias), state)
+        from_input = generation_linear(weight_ax, bias)  # [B, input_size] -> [B, G*H]
+        return lambda x_t, state: cell(from_input(x_t), state)
 
     def _cell(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
         """One step from ``x_proj_t = weight_ax @ x<t> + bias`` (``[B, G*H]``) and the previous state."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -9,6 +11,8 @@ from torch import Tensor, nn
 from lmtrain.cells.base import RecurrentLayer, State, Step
 from lmtrain.cells.lstm_bptt import candidate_doubled, lstm_window
 from lmtrain.cells.panels import ColumnPanels
+from lmtrain.kernels.generate import FEW_STREAMS, GenerationKernels, generation_kernels
+from lmtrain.kernels.lstm import fused_applies
 
 
 class LSTMLayer(RecurrentLayer):
@@ -60,9 +64,46 @@ class LSTMLayer(RecurrentLayer):
         return y, (y[-1], c)
 
     def inference_step(self, embedding: Tensor | None = None) -> Step:
-        """``RecurrentLayer.inference_step`` with the lstm's own step, laid out as ``lstm_bptt``'s window:
-        the C̃ rows doubled, so that one sigmoid activates the whole row (``C̃ = 2 σ(2 z_C̃) - 1``); weights
-        as column panels; one or two matrix products and six elementwise operations per step."""
+        """``RecurrentLayer.inference_step`` with the lstm's own step. For up to ``FEW_STREAMS`` fp32 CPU
+        streams, where lmtrain's C kernels build, a step is one C call that reads every weight once
+        (``lmtrain.kernels.generate``); otherwise it is ``_torch_inference_step``, built on first use."""
+        kernels = generation_kernels() if fused_applies(self.weight_aa) else None
+        torch_step = functools.cache(lambda: self._torch_inference_step(embedding))
+        if kernels is None:
+            return torch_step()
+        few_streams_step = self._fused_inference_step(kernels, embedding)
+
+        def step(x_t: Tensor, state: State) -> tuple[Tensor, State]:
+            if x_t.shape[0] <= FEW_STREAMS:
+                return few_streams_step(x_t, state)
+            return torch_step()(x_t, state)
+
+        return step
+
+    def _fused_inference_step(self, kernels: GenerationKernels, embedding: Tensor | None) -> Step:
+        """The step as one ``lstm_step`` C call: z = (embedding row, or b + W_ax x) + W_aa a<t-1>, then the
+        gates, C<t> and a<t>."""
+        weight_ax, bias, weight_aa = (
+            w.detach().contiguous() for w in (self.weight_ax, self.bias, self.weight_aa)
+        )
+        if embedding is not None:
+            table = F.linear(embedding.detach(), weight_ax, bias)  # [V, 4H]: b + W_ax e for every token
+
+            def step(tokens: Tensor, state: State) -> tuple[Tensor, State]:
+                a, c = kernels.lstm_step(table.index_select(0, tokens), None, None, weight_aa, *state)
+                return a, (a, c)
+        else:
+
+            def step(x_t: Tensor, state: State) -> tuple[Tensor, State]:
+                a, c = kernels.lstm_step(bias, weight_ax, x_t.contiguous(), weight_aa, *state)
+                return a, (a, c)
+
+        return step
+
+    def _torch_inference_step(self, embedding: Tensor | None) -> Step:
+        """The step in torch, laid out as ``lstm_bptt``'s window: the C̃ rows doubled, so that one sigmoid
+        activates the whole row (``C̃ = 2 σ(2 z_C̃) - 1``); weights as column panels; one or two matrix
+        products and six elementwise operations per step."""
         weight_ax, bias, weight_aa = (
             candidate_doubled(w.detach()) for w in (self.weight_ax, self.bias, self.weight_aa)
         )

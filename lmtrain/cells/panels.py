@@ -10,12 +10,21 @@ against 100-150 µs as one ``addmm``; with 32 streams the two are level.
 
 Panel ``g`` holds columns ``[g N/G, (g+1) N/G)``, so for one stream the product ``[G, 1, N/G]`` is
 already the row ``[1, N]``; with more streams it is copied back to ``[B, N]``.
+
+``generation_linear`` is what the generators use for a linear layer: the C kernel of
+``lmtrain.kernels.generate`` (reads at about 60 GB/s there, one call) for a few streams, panels otherwise.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
+
+from lmtrain.kernels.generate import FEW_STREAMS, generation_kernels
+from lmtrain.kernels.lstm import fused_applies
 
 MIN_PANELS = 4
 """At least this many panels, or one per thread where torch has more (fewer only where N does not
@@ -59,3 +68,23 @@ class ColumnPanels:
     def _panelled(self, rows: Tensor) -> Tensor:
         """``[B, N]`` viewed as ``[G, B, N/G]``."""
         return rows.view(rows.shape[0], self.count, self.width).transpose(0, 1)
+
+
+def generation_linear(weight: Tensor, bias: Tensor | None = None) -> Callable[[Tensor], Tensor]:
+    """``x -> x W^T + bias`` for generation, ``weight`` ``[N, K]`` in ``nn.Linear``'s layout: the C kernel
+    (``lmtrain.kernels.generate``) for up to ``FEW_STREAMS`` fp32 CPU rows where it builds, column panels
+    otherwise (laid out on first use). Both read the weights as they are now."""
+    weight = weight.detach()
+    bias = None if bias is None else bias.detach()
+    panels = functools.cache(lambda: ColumnPanels(weight.t()))  # [K, N]
+    kernels = generation_kernels() if fused_applies(weight) else None
+    if kernels is None:
+        return lambda x: panels()(x, bias)
+    weight = weight.contiguous()
+
+    def linear(x: Tensor) -> Tensor:
+        if x.shape[0] <= FEW_STREAMS:
+            return kernels.linear(x.contiguous(), weight, bias)
+        return panels()(x, bias)
+
+    return linear

@@ -129,6 +129,6 @@ def load_or_warn(source: Path, cache: Path) -> ctypes.CDLL | None:
             f"lmtrain runs its cells on torch alone (slower): the C kernels are unavailable: {problem}. "
             "Set LMTRAIN_KERNELS=torch to silence this.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=1,  # one place, so Python shows each message once however many kernels fail
         )
         return None
