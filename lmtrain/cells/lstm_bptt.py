@@ -43,6 +43,7 @@ from torch.autograd.function import once_differentiable
 
 from lmtrain.cells.base import apply_under_autocast
 from lmtrain.cells.step_product import StepProduct
+from lmtrain.cells.weight_gradient import weight_gradient
 from lmtrain.kernels.lstm import LSTMStepKernels, fused_applies, lstm_step_kernels
 
 
@@ -247,18 +248,14 @@ def _parameter_gradients(
     grad_x = grad_weight_ax = grad_bias = grad_weight_aa = grad_a0 = None
     if needs[0]:
         grad_x = torch.mm(flat_z, weight_ax).view_as(x)
-    # The weight gradients are computed transposed, dW^T = x^T dz ([E, T*B] x [T*B, 4H]), which MKL
-    # runs up to 1.4x faster than dz^T x at small batches, and copied back to [4H, E].
     if needs[1]:
-        grad_weight_ax = torch.mm(x.reshape(steps * batch, -1).t(), flat_z).t().contiguous()
+        grad_weight_ax = weight_gradient((x.reshape(steps * batch, -1), flat_z))
     if needs[2]:
         grad_bias = flat_z.sum(0)
     if needs[3]:
-        # dW_aa = sum over t of dz<t>^T a<t-1>: one [4H, T*B] x [T*B, H] product (and a<-1> = a0).
-        grad_weight_aa = torch.mm(a0.t(), grad_z[0])
-        if steps > 1:
-            grad_weight_aa.addmm_(y[:-1].reshape(-1, hidden).t(), flat_z[batch:])
-        grad_weight_aa = grad_weight_aa.t().contiguous()
+        # dW_aa = sum over t of dz<t>^T a<t-1>: the steps after the first in one product (a<t-1> is y[t-1]),
+        # and the first step's a<-1> = a0.
+        grad_weight_aa = weight_gradient((y[:-1].reshape(-1, hidden), flat_z[batch:]), (a0, grad_z[0]))
     if needs[4]:
         grad_a0 = torch.mm(grad_z[0], weight_aa)
     return grad_x, grad_weight_ax, grad_bias, grad_weight_aa, grad_a0
