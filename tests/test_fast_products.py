@@ -8,7 +8,7 @@ from torch.testing import assert_close
 
 from lmtrain.cells import build_layer, step_product
 from lmtrain.cells.panels import ColumnPanels, panel_count
-from lmtrain.cells.step_product import ONEDNN_MIN_WIDTH, StepProduct, onednn_available
+from lmtrain.cells.step_product import LAYOUT_MIN_STEPS, ONEDNN_MIN_WIDTH, StepProduct, onednn_available
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN linear operators")
 
@@ -54,6 +54,17 @@ def test_step_product_keeps_addmm_where_onednn_does_not_pay_or_cannot_run(monkey
     assert_close(StepProduct(wide, 4)(x), x @ wide.t())
 
 
+def test_a_short_loop_multiplies_the_weight_as_it_is():
+    """Fewer than LAYOUT_MIN_STEPS products do not repay a layout: no oneDNN reorder, no transposed copy."""
+    weight = torch.randn(ONEDNN_MIN_WIDTH, ONEDNN_MIN_WIDTH)
+    product = StepProduct(weight, 4, steps=LAYOUT_MIN_STEPS - 1)
+    assert not product.use_onednn
+    assert product.weight_t.data_ptr() == weight.data_ptr()  # a view of the weight
+    x, add = torch.randn(4, ONEDNN_MIN_WIDTH), torch.randn(4, ONEDNN_MIN_WIDTH)
+    assert_close(product(x, add), add + x @ weight.t())
+    assert StepProduct(weight, 4, steps=LAYOUT_MIN_STEPS).use_onednn == onednn_available()
+
+
 @needs_onednn
 @pytest.mark.parametrize("kind", ["lstm", "gru", "gru-cudnn"])
 def test_windows_on_onednn_equal_the_cell_loop(kind, monkeypatch):
@@ -74,7 +85,7 @@ def test_windows_on_onednn_equal_the_cell_loop(kind, monkeypatch):
         "gru-cudnn": ("gru", {"gru_variant": "cudnn"}),
     }[kind]
     layer = build_layer(cell, 16, 512, **options)
-    x = torch.randn(3, 2, 16, requires_grad=True)
+    x = torch.randn(LAYOUT_MIN_STEPS, 2, 16, requires_grad=True)
     state = tuple(torch.randn(2, 512, requires_grad=True) for _ in range(layer.num_states))
     results = []
     for run in (layer._run_window, layer._run_cells):

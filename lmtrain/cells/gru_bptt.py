@@ -83,8 +83,8 @@ class _GRUWindow(torch.autograd.Function):
         hidden = weight_aa.shape[1]
         # gates ends as the activated Γ_u, Γ_r, c̃ of every step: [T, B, 3H].
         gates = _input_projection(x, weight_ax, bias)
-        gates_from_state = StepProduct(weight_aa[: 2 * hidden], batch)  # c<t-1> [W_u; W_r]^T: [B, 2H]
-        candidate_from_reset = StepProduct(weight_aa[2 * hidden :], batch)  # r<t> W_c^T: [B, H]
+        gates_from_state = StepProduct(weight_aa[: 2 * hidden], batch, steps)  # c<t-1> [W_u; W_r]^T: [B, 2H]
+        candidate_from_reset = StepProduct(weight_aa[2 * hidden :], batch, steps)  # r<t> W_c^T: [B, H]
         reset_states = x.new_empty(steps, batch, hidden)  # r<t> = Γ_r * c<t-1>
         y = x.new_empty(steps, batch, hidden)  # c<t>
         c = c0
@@ -110,8 +110,8 @@ class _GRUWindow(torch.autograd.Function):
         to_update = _sigmoid_derivative(update).mul_(candidate - previous)  # dz_u / dc
         to_reset = _sigmoid_derivative(reset).mul_(previous)  # dz_r / dr
         keep = torch.neg(update).add_(1)  # 1 - Γ_u
-        gates_to_state = StepProduct(weight_aa[: 2 * hidden].t(), batch)  # [dz_u, dz_r] [W_u; W_r]
-        candidate_to_reset = StepProduct(weight_aa[2 * hidden :].t(), batch)  # dz_c W_c
+        gates_to_state = StepProduct(weight_aa[: 2 * hidden].t(), batch, steps)  # [dz_u, dz_r] [W_u; W_r]
+        candidate_to_reset = StepProduct(weight_aa[2 * hidden :].t(), batch, steps)  # dz_c W_c
         grad_z = torch.empty_like(gates)  # dz<t>: [T, B, 3H]
         dc = grad_y[-1].clone()
         for t in range(steps - 1, -1, -1):
@@ -145,7 +145,7 @@ class _CudnnGRUWindow(torch.autograd.Function):
         hidden = weight_aa.shape[1]
         # gates ends as the activated Γ_u, Γ_r, c̃ of every step: [T, B, 3H].
         gates = _input_projection(x, weight_ax, bias)
-        from_state = StepProduct(weight_aa, batch)  # W_aa c<t-1>: [B, 3H]
+        from_state = StepProduct(weight_aa, batch, steps)  # W_aa c<t-1>: [B, 3H]
         candidate_states = x.new_empty(steps, batch, hidden)  # n<t> = W_c c<t-1> + b_ca
         y = x.new_empty(steps, batch, hidden)  # c<t>
         c = c0
@@ -175,7 +175,7 @@ class _CudnnGRUWindow(torch.autograd.Function):
         keep = torch.neg(update).add_(1)  # 1 - Γ_u
         grad_recurrent = torch.empty_like(gates)  # [dz_u, dz_r, dn] of every step: [T, B, 3H]
         grad_candidate = torch.empty_like(y)  # dz_c, the gradient of x_c: [T, B, H]
-        to_state = StepProduct(weight_aa.t(), batch)  # [dz_u, dz_r, dn] W_aa
+        to_state = StepProduct(weight_aa.t(), batch, steps)  # [dz_u, dz_r, dn] W_aa
         dc = grad_y[-1].clone()
         for t in range(steps - 1, -1, -1):
             torch.mul(to_recurrent[t], dc.unsqueeze(1), out=grad_recurrent[t].view(batch, 3, hidden))

@@ -111,7 +111,7 @@ def _forward_loop(gates: Tensor, weight_aa: Tensor, a0: Tensor, c0: Tensor) -> t
     hidden = weight_aa.shape[1]
     hidden_blocks = gates.view(steps, batch, 4, hidden)  # [T, B, 4, H]
     hidden_blocks[:, :, 2].mul_(2)  # the C̃ block doubled: one sigmoid per row activates all four gates
-    recurrent = StepProduct(candidate_doubled(weight_aa), batch)  # z<t> + a<t-1> W_aa^T at every step
+    recurrent = StepProduct(candidate_doubled(weight_aa), batch, steps)  # z<t> + a<t-1> W_aa^T at every step
     cells = gates.new_empty(steps, batch, hidden)  # C<t>
     tanh_cells = gates.new_empty(steps, batch, hidden)  # tanh(C<t>), kept so backward need not redo it
     y = gates.new_empty(steps, batch, hidden)  # a<t>
@@ -137,7 +137,7 @@ def _forward_loop_fused(
     """``_forward_loop`` with the gate arithmetic in one C call per step. Returns C<t> and a<t>."""
     steps, batch, _ = gates.shape
     hidden = weight_aa.shape[1]
-    recurrent = StepProduct(weight_aa, batch)
+    recurrent = StepProduct(weight_aa, batch, steps)
     cells = gates.new_empty(steps, batch, hidden)
     y = gates.new_empty(steps, batch, hidden)
     a, c = a0, c0
@@ -178,7 +178,7 @@ def _backward_loop(
     torch.addcmul(update, update_candidate, candidate, value=-1, out=from_cell[:, :, 2])
     del update_candidate
     grad_z = torch.empty_like(gates)  # dz<t>: [T, B, 4H], gates u, f, C̃, o
-    recurrent = StepProduct(weight_aa.t(), batch)  # dy<t-1> + dz<t> W_aa at every step
+    recurrent = StepProduct(weight_aa.t(), batch, steps)  # dy<t-1> + dz<t> W_aa at every step
     # Every step's views once (see _forward_loop): dz<t> as its u, f, C̃ part [B, 3, H] and its output-gate
     # part [B, H]; dC is updated in place and read through a [B, 1, H] view.
     grad_cell_gates = grad_z[:, :, : 3 * hidden].view(steps, batch, 3, hidden)  # [T, B, 3, H]
@@ -220,7 +220,7 @@ def _backward_loop_fused(
     """``_backward_loop`` with the gate arithmetic in one C call per step (which recomputes tanh(C<t>))."""
     steps, batch, _ = gates.shape
     grad_z = torch.empty_like(gates)
-    recurrent = StepProduct(weight_aa.t(), batch)
+    recurrent = StepProduct(weight_aa.t(), batch, steps)
     previous_cells = [c0, *cells[:-1].unbind(0)]  # C<t-1>
     previous_grad_y = [None, *grad_y[:-1].unbind(0)]
     per_step = zip(gates, previous_cells, cells, grad_z, previous_grad_y, strict=True)

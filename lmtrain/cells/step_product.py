@@ -26,6 +26,11 @@ ONEDNN_MIN_WIDTH = 512
 was 1.0-1.4x faster for every LSTM and GRU product at H = 512 (1.1-1.6x at B = 20, H = 650), mixed at
 H = 256-384 (0.8-1.2x) and slower at H = 128 (0.4-0.8x)."""
 
+LAYOUT_MIN_STEPS = 16
+"""A loop of fewer products multiplies the weight as it is. On the README's CPU, laying a ``[2048, 512]``
+weight out took 0.5-1.0 ms for oneDNN and 1.7 ms as a transposed copy, against 0.1-0.5 ms per product; a
+one-step window (priming generation with a one-token context) spent most of its time doing it."""
+
 
 @functools.cache
 def onednn_available() -> bool:
@@ -56,13 +61,17 @@ class StepProduct:
     """``add + x @ weight^T`` (``add`` optional) for many ``x`` of one batch size and a fixed ``weight``.
 
     ``weight`` ``[N, K]`` is in ``nn.Linear``'s layout (out features by in features). Each call returns a new
-    tensor and leaves ``x`` and ``add`` as they are.
+    tensor and leaves ``x`` and ``add`` as they are. ``steps``, when given, is how many products the loop
+    will compute: laying the weight out (oneDNN's blocked format, or a transposed copy for ``addmm``) costs
+    as much as several products, so below ``LAYOUT_MIN_STEPS`` the weight is multiplied as it is.
     """
 
-    def __init__(self, weight: Tensor, batch: int, use_onednn: bool | None = None):
+    def __init__(self, weight: Tensor, batch: int, steps: int | None = None, use_onednn: bool | None = None):
+        short_loop = steps is not None and steps < LAYOUT_MIN_STEPS
         if use_onednn is None:
             use_onednn = (
-                weight.device.type == "cpu"
+                not short_loop
+                and weight.device.type == "cpu"
                 and weight.dtype == torch.float32
                 and min(weight.shape) >= ONEDNN_MIN_WIDTH
                 and onednn_available()
@@ -71,7 +80,8 @@ class StepProduct:
         if use_onednn:
             self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), batch)
         else:
-            self.weight_t = weight.t().contiguous()  # [K, N]: a plain operand multiplies faster
+            # [K, N]: a contiguous copy multiplies faster; a short loop does not repay the copy.
+            self.weight_t = weight.t() if short_loop else weight.t().contiguous()
 
     def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
         """``add + x @ weight^T`` (or ``x @ weight^T``): ``x`` ``[B, K]``, ``add`` ``[B, N]``."""
