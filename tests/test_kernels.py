@@ -95,16 +95,16 @@ def test_step_kernels_saturate_cleanly_and_keep_nan():
     kernels = lstm_step_kernels()
     hidden = 9
     pre = torch.tensor([[-1e4, -100.0, -30.0, -1.0, 0.0, 1.0, 30.0, 100.0, 1e4] * 4])  # [1, 4H]
-    gates, c, a = torch.empty(1, 4 * hidden), torch.empty(1, hidden), torch.empty(1, hidden)
+    gates, c, a = torch.zeros(1, 4 * hidden), torch.empty(1, hidden), torch.empty(1, hidden)
     c_prev = torch.ones(1, hidden)
-    kernels.forward(pre, gates, c_prev, c, a)
+    kernels.forward(pre, gates, c_prev, c, a)  # z = pre + 0
     sigmoid, tanh = torch.sigmoid(pre[0, :hidden]), torch.tanh(pre[0, :hidden])
     assert_close(gates, torch.cat([sigmoid, sigmoid, tanh, sigmoid])[None], rtol=1e-6, atol=1e-7)
     expected_c = sigmoid * c_prev[0] + sigmoid * tanh
     assert_close(c[0], expected_c, rtol=1e-6, atol=1e-7)
     assert_close(a[0], sigmoid * torch.tanh(expected_c), rtol=1e-6, atol=1e-7)
     pre[0, 0] = float("nan")
-    kernels.forward(pre, gates, c_prev, c, a)
+    kernels.forward(pre, gates.zero_(), c_prev, c, a)
     assert torch.isnan(c[0, 0]) and torch.isnan(a[0, 0]) and torch.isfinite(a[0, 1:]).all()
 
 

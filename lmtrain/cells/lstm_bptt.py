@@ -142,7 +142,8 @@ def _forward_loop_fused(
     y = gates.new_empty(steps, batch, hidden)
     a, c = a0, c0
     for z, c_t, a_t in zip(gates, cells, y, strict=True):  # [B, 4H], [B, H], [B, H]
-        kernels.forward(recurrent(a, z), z, c, c_t, a_t)  # z<t> in a new tensor; gates, C<t>, a<t> out
+        # a<t-1> W_aa^T in a new tensor; the kernel adds it to the input half in z and activates.
+        kernels.forward(recurrent(a), z, c, c_t, a_t)
         a, c = a_t, c_t
     return cells, y
 
@@ -222,13 +223,12 @@ def _backward_loop_fused(
     grad_z = torch.empty_like(gates)
     recurrent = StepProduct(weight_aa.t(), batch, steps)
     previous_cells = [c0, *cells[:-1].unbind(0)]  # C<t-1>
-    previous_grad_y = [None, *grad_y[:-1].unbind(0)]
-    per_step = zip(gates, previous_cells, cells, grad_z, previous_grad_y, strict=True)
-    da = grad_y[-1]
-    for gates_t, c_prev, c_t, dz, dy_prev in reversed(list(per_step)):
-        kernels.backward(gates_t, c_prev, c_t, da, grad_c, dz)  # dz<t>, and grad_c becomes dC<t-1>
-        if dy_prev is not None:
-            da = recurrent(dz, dy_prev)
+    per_step = zip(gates, previous_cells, cells, grad_z, grad_y, strict=True)
+    from_next_step = torch.zeros_like(grad_c)  # dz<t+1> W_aa, the part of dL/da<t> from later steps
+    for t, (gates_t, c_prev, c_t, dz, dy) in reversed(list(enumerate(per_step))):
+        kernels.backward(gates_t, c_prev, c_t, from_next_step, dy, grad_c, dz)  # dz<t>; grad_c <- dC<t-1>
+        if t > 0:
+            from_next_step = recurrent(dz)  # [B, 4H] x [4H, H]
     return grad_z
 
 

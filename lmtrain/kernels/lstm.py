@@ -36,20 +36,24 @@ class LSTMStepKernels:
         self._forward.argtypes = [*sizes, *[pointer] * 5]
         self._forward.restype = None
         self._backward = library.lstm_backward_step
-        self._backward.argtypes = [*sizes, *[pointer] * 6]
+        self._backward.argtypes = [*sizes, *[pointer] * 7]
         self._backward.restype = None
 
-    def forward(self, pre: Tensor, gates: Tensor, c_prev: Tensor, c: Tensor, a: Tensor) -> None:
-        """Pre-activations ``pre`` ``[B, 4H]`` in; ``gates`` ``[B, 4H]`` (Γ_u, Γ_f, C̃, Γ_o), ``c`` = C<t> and
-        ``a`` = a<t> ``[B, H]`` out. ``c_prev`` is C<t-1>."""
+    def forward(self, product: Tensor, gates: Tensor, c_prev: Tensor, c: Tensor, a: Tensor) -> None:
+        """``product`` ``[B, 4H]`` = a<t-1> W_aa^T and ``gates`` ``[B, 4H]`` = W_ax x<t> + b in, so that
+        z<t> = product + gates; ``gates`` is overwritten with (Γ_u, Γ_f, C̃, Γ_o), and ``c`` = C<t> and
+        ``a`` = a<t> ``[B, H]`` are written. ``c_prev`` is C<t-1>."""
         batch, hidden = c.shape
-        self._forward(batch, hidden, *map(_pointer, (pre, gates, c_prev, c, a)))
+        self._forward(batch, hidden, *map(_pointer, (product, gates, c_prev, c, a)))
 
-    def backward(self, gates: Tensor, c_prev: Tensor, c: Tensor, da: Tensor, dc: Tensor, dz: Tensor) -> None:
-        """Step t's ``gates``, C<t-1>, C<t> and ``da`` = dL/da<t> in; ``dc`` holds dL/dC<t> from step t + 1
-        and is overwritten with dL/dC<t-1>; ``dz`` ``[B, 4H]`` receives dL/dz<t>."""
+    def backward(
+        self, gates: Tensor, c_prev: Tensor, c: Tensor, recurrent: Tensor, dy: Tensor, dc: Tensor, dz: Tensor
+    ) -> None:
+        """Step t's ``gates``, C<t-1> and C<t> in, and dL/da<t> as two parts, ``recurrent`` = dz<t+1> W_aa
+        and ``dy`` = dL/dy<t>; ``dc`` holds dL/dC<t> from step t + 1 and is overwritten with dL/dC<t-1>;
+        ``dz`` ``[B, 4H]`` receives dL/dz<t>."""
         batch, hidden = c.shape
-        self._backward(batch, hidden, *map(_pointer, (gates, c_prev, c, da, dc, dz)))
+        self._backward(batch, hidden, *map(_pointer, (gates, c_prev, c, recurrent, dy, dc, dz)))
 
 
 @functools.cache
