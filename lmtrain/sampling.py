@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 
 from lmtrain.errors import ConfigError
+from lmtrain.kernels import fused_applies
 from lmtrain.kernels.generate import generation_kernels
-from lmtrain.kernels.lstm import fused_applies
 from lmtrain.model import RNNLanguageModel
 from lmtrain.tokenizer import EOS, Tokenizer, WordTokenizer, format_tokens
 

@@ -18,9 +18,10 @@ from lmtrain.cells import build_layer, lstm_bptt
 from lmtrain.cells import lstm as lstm_module
 from lmtrain.cells.panels import generation_linear
 from lmtrain.errors import LmtrainError
-from lmtrain.kernels import compiler
+from lmtrain.kernels import compiler, layout
 from lmtrain.kernels.generate import FEW_STREAMS, generation_kernels
-from lmtrain.kernels.lstm import SOURCE, LSTMStepKernels, lstm_step_kernels
+from lmtrain.kernels.layout import contiguous
+from lmtrain.kernels.lstm import LSTMStepKernels, lstm_step_kernels
 from lmtrain.model import RNNLanguageModel
 
 needs_kernels = pytest.mark.skipif(
@@ -32,7 +33,7 @@ needs_kernels = pytest.mark.skipif(
 def fresh_kernels(monkeypatch, tmp_path):
     """An empty kernel cache and no kernels loaded in this process yet (restored afterwards)."""
     monkeypatch.setenv("LMTRAIN_CACHE", str(tmp_path))
-    loaders = (lstm_step_kernels, generation_kernels)
+    loaders = (compiler.kernel_library, lstm_step_kernels, generation_kernels, layout._transpose)
     for loader in loaders:
         loader.cache_clear()
     yield tmp_path / "kernels"
@@ -126,8 +127,8 @@ def test_build_is_cached_per_source_compiler_and_cpu(fresh_kernels, monkeypatch)
     assert lstm_step_kernels() is not None
     assert [p.stat().st_mtime_ns for p in fresh_kernels.glob("*.so")] == [built_at]  # reused, not rebuilt
     monkeypatch.setattr(compiler, "cpu_signature", lambda: "flags: another cpu")
-    cc = compiler.find_compiler()
-    assert compiler.library_path(SOURCE, cc, compiler.FLAG_SETS[0], fresh_kernels) != library
+    sources, cc = compiler.kernel_sources(), compiler.find_compiler()
+    assert compiler.library_path(sources, cc, compiler.FLAG_SETS[0], fresh_kernels) != library
 
 
 def test_kernels_off_means_no_build(fresh_kernels, monkeypatch):
@@ -175,7 +176,8 @@ def test_a_compiler_without_native_flags_gets_the_portable_build(fresh_kernels, 
     monkeypatch.setenv("CC", str(wrapper))
     assert lstm_step_kernels() is not None
     (library,) = fresh_kernels.glob("*.so")
-    assert library == compiler.library_path(SOURCE, str(wrapper), compiler.FLAG_SETS[1], fresh_kernels)
+    sources = compiler.kernel_sources()
+    assert library == compiler.library_path(sources, str(wrapper), compiler.FLAG_SETS[1], fresh_kernels)
 
 
 @needs_kernels
@@ -274,3 +276,14 @@ def test_draw_kernel_picks_torchs_token_bit_for_bit(monkeypatch):
         assert torch.equal(drawn, expected)
     probs = torch.tensor([[0.2, 0.4, 0.4, 0.0]])
     assert kernels.draw(probs, torch.ones(1, 1, dtype=torch.float64)).tolist() == [1]
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", [(40, 24), (37, 50), (1, 5)])
+def test_contiguous_copies_transposed_views_exactly(shape):
+    """The tiled transpose (tiles of 16, with partial tiles at the edges) copies exactly what torch does."""
+    matrix = torch.randn(shape)
+    assert compiler.kernel_library() is not None
+    for view in (matrix.t(), matrix, matrix[:, ::2], matrix.double().t()):
+        copy = contiguous(view)
+        assert copy.is_contiguous() and torch.equal(copy, view)

@@ -11,8 +11,8 @@ from torch import Tensor, nn
 from lmtrain.cells.base import RecurrentLayer, State, Step
 from lmtrain.cells.lstm_bptt import candidate_doubled, lstm_window
 from lmtrain.cells.panels import ColumnPanels
+from lmtrain.kernels import fused_applies
 from lmtrain.kernels.generate import FEW_STREAMS, GenerationKernels, generation_kernels
-from lmtrain.kernels.lstm import fused_applies
 
 
 class LSTMLayer(RecurrentLayer):

@@ -44,7 +44,8 @@ from torch.autograd.function import once_differentiable
 from lmtrain.cells.base import apply_under_autocast
 from lmtrain.cells.step_product import StepProduct
 from lmtrain.cells.weight_gradient import weight_gradient
-from lmtrain.kernels.lstm import LSTMStepKernels, fused_applies, lstm_step_kernels
+from lmtrain.kernels import fused_applies
+from lmtrain.kernels.lstm import LSTMStepKernels, lstm_step_kernels
 
 
 def lstm_window(

@@ -23,8 +23,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from lmtrain.kernels import fused_applies
 from lmtrain.kernels.generate import FEW_STREAMS, generation_kernels
-from lmtrain.kernels.lstm import fused_applies
 
 MIN_PANELS = 4
 """At least this many panels, or one per thread where torch has more (fewer only where N does not

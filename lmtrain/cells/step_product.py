@@ -21,6 +21,8 @@ import functools
 import torch
 from torch import Tensor
 
+from lmtrain.kernels.layout import contiguous
+
 ONEDNN_MIN_WIDTH = 512
 """Weights with a shorter side keep ``addmm``. Measured per product on the README's CPU (B = 64): oneDNN
 was 1.0-1.4x faster for every LSTM and GRU product at H = 512 (1.1-1.6x at B = 20, H = 650), mixed at
@@ -78,10 +80,10 @@ class StepProduct:
             )
         self.use_onednn = use_onednn
         if use_onednn:
-            self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), batch)
+            self.weight = torch.ops.mkldnn._reorder_linear_weight(contiguous(weight), batch)
         else:
             # [K, N]: a contiguous copy multiplies faster; a short loop does not repay the copy.
-            self.weight_t = weight.t() if short_loop else weight.t().contiguous()
+            self.weight_t = weight.t() if short_loop else contiguous(weight.t())
 
     def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
         """``add + x @ weight^T`` (or ``x @ weight^T``): ``x`` ``[B, K]``, ``add`` ``[B, N]``."""

@@ -5,7 +5,19 @@ fuse is the gate arithmetic around them, a handful of calls per step that each m
 These kernels do that arithmetic in one pass. They are optional: where no C compiler is found, or
 ``LMTRAIN_KERNELS=torch`` is set, the cells run the same equations in torch (see ``kernel_mode``).
 
-    compiler.py     builds a C file into a shared library once per machine (cached) and loads it
-    lstm_step.c     the LSTM step's gate arithmetic, forward and backward
-    lstm.py         the Python face of lstm_step.c: which tensors it takes, and when it applies
+    compiler.py     builds the C files into one shared library once per machine (cached) and loads it
+    fastmath.h      the activations (σ, tanh) from one vectorizable exponential
+    lstm_step.c     the LSTM step's gate arithmetic, forward and backward   (lstm.py: its Python face)
+    generate.c      a generation step for a few streams, linear layers, the sampling draw   (generate.py)
+    layout.c        a tiled transpose for the weights' per-window layouts   (layout.py)
 """
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def fused_applies(*tensors: Tensor) -> bool:
+    """Whether the C kernels can take these tensors: all fp32 on the CPU."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)

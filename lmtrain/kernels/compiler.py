@@ -1,11 +1,12 @@
-"""Building lmtrain's C kernels into a shared library on first use, and loading it with ``ctypes``.
+"""Building lmtrain's C kernels into one shared library on first use, and loading it with ``ctypes``.
 
-The kernels are plain C over raw float pointers: no torch headers, so a build takes well under a second
+The kernels are plain C over raw float pointers: no torch headers, so a build takes about a second
 and does not depend on torch's C++ ABI (unlike ``torch.utils.cpp_extension``, which needs ninja and a
-long compile of torch's headers). The library is cached under ``<LMTRAIN_CACHE>/kernels``, keyed by the
-source, the compiler, its flags and this CPU's instruction sets (``-march=native`` code must not run on a
-different CPU sharing the cache). Builds from several processes at once (``torchrun``) are safe: each
-writes its own file and renames it into place.
+long compile of torch's headers). Every ``.c`` file of this folder goes into the library, which is
+cached under ``<LMTRAIN_CACHE>/kernels``, keyed by the sources and headers, the compiler, its flags and
+this CPU's instruction sets (``-march=native`` code must not run on a different CPU sharing the cache).
+Builds from several processes at once (``torchrun``) are safe: each writes its own file and renames it
+into place. ``kernel_library()`` is the process's library, or None.
 
 ``LMTRAIN_KERNELS`` chooses: ``auto`` (default) uses the kernels when they build and falls back to torch
 with one warning when they cannot, ``torch`` never builds them, ``fused`` requires them (an error names
@@ -15,6 +16,7 @@ the reason when they cannot be built). ``CC`` picks the compiler (default: cc, g
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -24,7 +26,10 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from lmtrain.datasets import cache_dir
 from lmtrain.errors import LmtrainError
+
+KERNEL_FOLDER = Path(__file__).parent
 
 KERNEL_MODES = ("auto", "torch", "fused")
 
@@ -69,22 +74,30 @@ def cpu_signature() -> str:
     return platform.machine() + platform.processor()
 
 
-def library_path(source: Path, compiler: str, flags: tuple[str, ...], cache: Path) -> Path:
-    """Where the build of ``source`` with this compiler and flags for this CPU is cached."""
+def kernel_sources() -> list[Path]:
+    """The C files compiled into the library."""
+    return sorted(KERNEL_FOLDER.glob("*.c"))
+
+
+def library_path(sources: list[Path], compiler: str, flags: tuple[str, ...], cache: Path) -> Path:
+    """Where the build of ``sources`` (with this folder's headers) by this compiler, with these flags, for
+    this CPU is cached."""
     key = hashlib.sha256()
-    for part in (source.read_bytes(), compiler.encode(), " ".join(flags).encode(), cpu_signature().encode()):
+    headers = sorted(KERNEL_FOLDER.glob("*.h"))
+    parts = [path.read_bytes() for path in (*sources, *headers)]
+    for part in (*parts, compiler.encode(), " ".join(flags).encode(), cpu_signature().encode()):
         key.update(part)
         key.update(b"\0")
-    return cache / f"{source.stem}-{key.hexdigest()[:16]}.so"
+    return cache / f"lmtrain-kernels-{key.hexdigest()[:16]}.so"
 
 
-def build(source: Path, compiler: str, flags: tuple[str, ...], target: Path) -> None:
-    """Compile ``source`` into the shared library ``target`` (written whole, then renamed into place)."""
+def build(sources: list[Path], compiler: str, flags: tuple[str, ...], target: Path) -> None:
+    """Compile ``sources`` into the shared library ``target`` (written whole, then renamed into place)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(dir=target.parent, suffix=".so.partial")
     os.close(handle)
     try:
-        command = [compiler, *flags, "-shared", "-fPIC", str(source), "-o", partial]
+        command = [compiler, *flags, "-shared", "-fPIC", *map(str, sources), "-o", partial]
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             last_line = (result.stderr.strip().splitlines() or ["no message"])[-1]
@@ -95,31 +108,32 @@ def build(source: Path, compiler: str, flags: tuple[str, ...], target: Path) -> 
             os.unlink(partial)
 
 
-def load_library(source: Path, cache: Path) -> ctypes.CDLL:
-    """The compiled ``source``, built on first use with the first flag set this compiler accepts."""
+def load_library(sources: list[Path], cache: Path) -> ctypes.CDLL:
+    """The compiled ``sources``, built on first use with the first flag set this compiler accepts."""
     compiler = find_compiler()
     if compiler is None:
         raise KernelUnavailable("no C compiler found (install gcc or clang, or set CC)")
     problems = []
     for flags in FLAG_SETS:
-        target = library_path(source, compiler, flags, cache)
+        target = library_path(sources, compiler, flags, cache)
         try:
             if not target.exists():
-                build(source, compiler, flags, target)
+                build(sources, compiler, flags, target)
             return ctypes.CDLL(str(target))
         except (KernelUnavailable, OSError, subprocess.SubprocessError) as problem:
             problems.append(str(problem))
     raise KernelUnavailable("; ".join(problems))
 
 
-def load_or_warn(source: Path, cache: Path) -> ctypes.CDLL | None:
-    """``load_library`` as ``LMTRAIN_KERNELS`` asks: None when off, or (with one warning) when unavailable
-    in ``auto`` mode; in ``fused`` mode a failure is an error."""
+@functools.cache
+def kernel_library() -> ctypes.CDLL | None:
+    """The kernels, built and loaded once per process, as ``LMTRAIN_KERNELS`` asks: None when off, or
+    (with one warning) when unavailable in ``auto`` mode; in ``fused`` mode a failure is an error."""
     mode = kernel_mode()
     if mode == "torch":
         return None
     try:
-        return load_library(source, cache)
+        return load_library(kernel_sources(), cache_dir() / "kernels")
     except KernelUnavailable as problem:
         if mode == "fused":
             raise KernelUnavailable(
@@ -129,6 +143,6 @@ def load_or_warn(source: Path, cache: Path) -> ctypes.CDLL | None:
             f"lmtrain runs its cells on torch alone (slower): the C kernels are unavailable: {problem}. "
             "Set LMTRAIN_KERNELS=torch to silence this.",
             RuntimeWarning,
-            stacklevel=1,  # one place, so Python shows each message once however many kernels fail
+            stacklevel=3,
         )
         return None

@@ -8,35 +8,16 @@
  * done while the row's results are still in registers.
  *
  * Layout: row-major fp32, contiguous; weights in nn.Linear's [out, in] layout; B streams (rows).
- * The arithmetic is the one of lstm_step.c (see there for the notation and the exponential).
+ * The arithmetic is the one of lstm_step.c (see there for the notation), with fastmath.h's activations.
  */
 #include <stdint.h>
 #include <string.h>
 
+#include "fastmath.h"
+
 /* Below this many weights per call one thread is faster than waking the others. */
 #define PARALLEL_MIN_WEIGHTS 65536
 
-static inline float exp_approx(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t exponent_bits = ((int32_t)n + 127) << 23;
-    float two_to_n;
-    memcpy(&two_to_n, &exponent_bits, sizeof two_to_n);
-    return p * two_to_n;
-}
-
-static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
-
-static inline float tanh_approx(float x) { return 1.0f - 2.0f / (1.0f + exp_approx(2.0f * x)); }
 
 /* Eight floats as one vector (GCC and clang vector extensions: one AVX register, or two SSE ones). */
 typedef float float8 __attribute__((vector_size(32)));

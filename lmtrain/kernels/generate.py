@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from lmtrain.datasets import cache_dir
-from lmtrain.kernels.compiler import load_or_warn
-
-SOURCE = Path(__file__).with_name("generate.c")
+from lmtrain.kernels.compiler import kernel_library
 
 FEW_STREAMS = 16
 """The most streams the generation kernels serve; more go to torch's products. On the README's machine
@@ -97,6 +93,6 @@ class GenerationKernels:
 
 @functools.cache
 def generation_kernels() -> GenerationKernels | None:
-    """The kernels, built and loaded once per process; None when off or unavailable."""
-    library = load_or_warn(SOURCE, cache_dir() / "kernels")
+    """The kernels of the process's library (``compiler.kernel_library``); None when off or unavailable."""
+    library = kernel_library()
     return None if library is None else GenerationKernels(library)

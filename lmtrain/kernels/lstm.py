@@ -1,8 +1,8 @@
 """The LSTM step kernels of ``lstm_step.c`` as Python calls on tensors.
 
 ``lstm_step_kernels()`` is the process's ``LSTMStepKernels`` (built on first use, see ``compiler``), or
-None where the kernels are off or unavailable. ``fused_applies`` says whether a window can use them: fp32
-tensors on the CPU (float64 checks, bf16 autocast and CUDA keep the torch path). The calls take tensors,
+None where the kernels are off or unavailable. A window uses them where ``lmtrain.kernels.fused_applies``:
+fp32 tensors on the CPU (float64 checks, bf16 autocast and CUDA keep the torch path). The calls take tensors,
 check what C cannot (dtype, device, contiguity), and pass raw pointers; each call costs about 2 µs.
 """
 
@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from pathlib import Path
 
-import torch
 from torch import Tensor
 
-from lmtrain.datasets import cache_dir
-from lmtrain.kernels.compiler import load_or_warn
-
-SOURCE = Path(__file__).with_name("lstm_step.c")
+from lmtrain.kernels.compiler import kernel_library
 
 
 def _pointer(tensor: Tensor) -> int:
@@ -58,11 +53,6 @@ class LSTMStepKernels:
 
 @functools.cache
 def lstm_step_kernels() -> LSTMStepKernels | None:
-    """The kernels, built and loaded once per process; None when off or unavailable."""
-    library = load_or_warn(SOURCE, cache_dir() / "kernels")
+    """The kernels of the process's library (``compiler.kernel_library``); None when off or unavailable."""
+    library = kernel_library()
     return None if library is None else LSTMStepKernels(library)
-
-
-def fused_applies(*tensors: Tensor) -> bool:
-    """Whether the C kernels can run a window on these tensors: all fp32 on the CPU."""
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)

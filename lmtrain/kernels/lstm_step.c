@@ -11,41 +11,15 @@
  *     Γ_u, Γ_f, Γ_o = σ(z_u), σ(z_f), σ(z_o)      C~ = tanh(z_C~)
  *     C<t> = Γ_u C~ + Γ_f C<t-1>                  a<t> = Γ_o tanh(C<t>)
  *
- * σ and tanh come from one exponential, evaluated with the classic Cephes scheme (e^x = 2^n e^r with
- * |r| <= ln2 / 2 and a degree-6 polynomial for e^r; relative error about 1e-7), written with plain
- * arithmetic so that the compiler vectorizes the loops (AVX2: 8 lanes). NaN stays NaN.
- *
- * Built by lmtrain/kernels/compiler.py with -O3 -march=native -fopenmp -fno-trapping-math; the batch rows
- * are shared between OpenMP threads (torch's own pool: the loaded libgomp is torch's).
+ * σ and tanh are fastmath.h's, which the compiler vectorizes. The batch rows are shared between OpenMP
+ * threads (torch's own pool: the loaded libgomp is torch's).
  */
 #include <stdint.h>
-#include <string.h>
+
+#include "fastmath.h"
 
 /* Below this many elements per step one thread is faster than waking the others. */
-#define PARALLEL_MIN_ELEMENTS 16384
-
-static inline float exp_approx(float x) {
-    x = x < -87.0f ? -87.0f : x; /* e^x stays a normal float */
-    x = x > 88.0f ? 88.0f : x;
-    /* n = round(x / ln 2), by the add-and-subtract of 1.5 * 2^23 that rounds to an integer */
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f; /* x - n ln 2, ln 2 split in two (Cody-Waite) */
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f; /* e^r */
-    int32_t exponent_bits = ((int32_t)n + 127) << 23; /* the float 2^n */
-    float two_to_n;
-    memcpy(&two_to_n, &exponent_bits, sizeof two_to_n);
-    return p * two_to_n;
-}
-
-static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
-
-static inline float tanh_approx(float x) { return 1.0f - 2.0f / (1.0f + exp_approx(2.0f * x)); }
+#define PARALLEL_MIN_ELEMENTS 4096
 
 /* One batch row of the forward step: z = the recurrent product + the input half; the activated gates
  * overwrite the input half; C<t> and a<t> out. */
