@@ -270,3 +270,21 @@ def test_draw_never_returns_a_token_of_probability_zero():
     assert set(tokens[:, 0].tolist()) == {1, 3}
     assert float((tokens[:, 0] == 3).double().mean()) == pytest.approx(0.75, abs=0.03)
     assert set(tokens[:, 1].tolist()) == {0} and set(tokens[:, 2].tolist()) == {4}
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_short_context_read_by_steps_equals_one_window(cell):
+    """Up to STEPPED_CONTEXT tokens are read by the generation step, longer contexts as one window: both
+    give the logits and state of the window, for the same context."""
+    from lmtrain.sampling import STEPPED_CONTEXT, read_context
+
+    torch.manual_seed(0)
+    model = RNNLanguageModel(vocab_size=9, cell=cell, embedding_size=6, hidden_size=8, num_layers=2).eval()
+    context = torch.randint(0, 9, (STEPPED_CONTEXT,)).tolist()
+    with torch.inference_mode():
+        logits, state = read_context(model, model.inference_step(), context, torch.device("cpu"))
+        window_logits, window_state = model(torch.tensor(context).view(-1, 1), None)
+    torch.testing.assert_close(logits, window_logits[-1], rtol=1e-5, atol=1e-5)
+    for layer, window_layer in zip(state, window_state, strict=True):
+        for tensor, window_tensor in zip(layer, window_layer, strict=True):
+            torch.testing.assert_close(tensor, window_tensor, rtol=1e-5, atol=1e-5)

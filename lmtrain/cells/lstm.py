@@ -81,22 +81,20 @@ class LSTMLayer(RecurrentLayer):
         return step
 
     def _fused_inference_step(self, kernels: GenerationKernels, embedding: Tensor | None) -> Step:
-        """The step as one ``lstm_step`` C call: z = (embedding row, or b + W_ax x) + W_aa a<t-1>, then the
-        gates, C<t> and a<t>."""
+        """The step as one C call (``GenerationKernels.lstm_layer``): z = (the folded embedding's row, or
+        b + W_ax x) + W_aa a<t-1>, then the gates, C<t> and a<t>."""
         weight_ax, bias, weight_aa = (
             w.detach().contiguous() for w in (self.weight_ax, self.bias, self.weight_aa)
         )
         if embedding is not None:
             table = F.linear(embedding.detach(), weight_ax, bias)  # [V, 4H]: b + W_ax e for every token
-
-            def step(tokens: Tensor, state: State) -> tuple[Tensor, State]:
-                a, c = kernels.lstm_step(table.index_select(0, tokens), None, None, weight_aa, *state)
-                return a, (a, c)
+            layer_step = kernels.lstm_layer(weight_aa, table=table)
         else:
+            layer_step = kernels.lstm_layer(weight_aa, bias, weight_ax)
 
-            def step(x_t: Tensor, state: State) -> tuple[Tensor, State]:
-                a, c = kernels.lstm_step(bias, weight_ax, x_t.contiguous(), weight_aa, *state)
-                return a, (a, c)
+        def step(inputs: Tensor, state: State) -> tuple[Tensor, State]:
+            a, c = layer_step(inputs, *state)
+            return a, (a, c)
 
         return step
 

@@ -80,11 +80,9 @@ def generation_linear(weight: Tensor, bias: Tensor | None = None) -> Callable[[T
     kernels = generation_kernels() if fused_applies(weight) else None
     if kernels is None:
         return lambda x: panels()(x, bias)
-    weight = weight.contiguous()
+    few_rows = kernels.linear_layer(weight.contiguous(), bias)
 
     def linear(x: Tensor) -> Tensor:
-        if x.shape[0] <= FEW_STREAMS:
-            return kernels.linear(x.contiguous(), weight, bias)
-        return panels()(x, bias)
+        return few_rows(x.contiguous()) if x.shape[0] <= FEW_STREAMS else panels()(x, bias)
 
     return linear

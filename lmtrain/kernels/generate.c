@@ -59,20 +59,24 @@ static void dot4(const float *restrict row0, const float *restrict row1, const f
 }
 
 /* One LSTM step for B streams:
- *     z = input_rows + W_ax x + W_aa a_prev          (input_rows: the bias, or a row of the embedding
- *                                                     folded into W_ax, with W_ax = NULL; stream b's row
- *                                                     starts at input_rows + b * input_stride, so a
- *                                                     shared bias has stride 0)
- *     gates u, f, C~, o of z -> c = C<t>, a = a<t>    ([B, H] each; they may not alias a_prev, c_prev)
- * Unit j needs rows j, H + j, 2H + j, 3H + j of each weight: the four gates of a unit are one dot4. */
-void lstm_generate_step(int64_t batch, int64_t hidden, int64_t input_size, const float *input_rows,
-                        int64_t input_stride, const float *weight_ax, const float *x, const float *weight_aa,
-                        const float *a_prev, const float *c_prev, float *a, float *c) {
+ *     z = input_row + W_ax x + W_aa a_prev            gates u, f, C~, o of z -> c = C<t>, a = a<t>
+ * ([B, H] each; a and c may not alias a_prev and c_prev). The input row of stream b is the bias
+ * (input_rows [4H], with tokens = NULL) or, with the embedding folded into W_ax (weight_ax = NULL), row
+ * tokens[b] of the table input_rows [table_rows, 4H]. Returns 0, or -1 without computing anything when a
+ * token is not a row of the table. Unit j needs rows j, H + j, 2H + j, 3H + j of each weight: the four
+ * gates of a unit are one dot4. */
+int lstm_generate_step(int64_t batch, int64_t hidden, int64_t input_size, const float *input_rows,
+                       const int64_t *tokens, int64_t table_rows, const float *weight_ax, const float *x,
+                       const float *weight_aa, const float *a_prev, const float *c_prev, float *a, float *c) {
+    if (tokens)
+        for (int64_t b = 0; b < batch; ++b)
+            if (tokens[b] < 0 || tokens[b] >= table_rows)
+                return -1;
     int64_t weights = 4 * hidden * (hidden + (weight_ax ? input_size : 0));
 #pragma omp parallel for schedule(static) if (weights >= PARALLEL_MIN_WEIGHTS)
     for (int64_t j = 0; j < hidden; ++j) {
         for (int64_t b = 0; b < batch; ++b) {
-            const float *input_row = input_rows + b * input_stride;
+            const float *input_row = tokens ? input_rows + tokens[b] * 4 * hidden : input_rows;
             float z[4];
             for (int gate = 0; gate < 4; ++gate)
                 z[gate] = input_row[gate * hidden + j];
@@ -90,6 +94,7 @@ void lstm_generate_step(int64_t batch, int64_t hidden, int64_t input_size, const
             a[b * hidden + j] = o * tanh_approx(cell);
         }
     }
+    return 0;
 }
 
 /* out = x W^T + bias for B streams: x [B, K], weight [N, K], bias [N] (or NULL), out [B, N].

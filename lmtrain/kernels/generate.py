@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -32,14 +33,62 @@ def _pointer(tensor: Tensor | None) -> int | None:
     return tensor.data_ptr()
 
 
+class LSTMLayerStep:
+    """One LSTM layer's generation step on weights fixed when it is made (their pointers are taken once;
+    the step holds the tensors, so they stay alive). ``step(inputs, a_prev, c_prev) -> (a<t>, C<t>)``.
+
+    With ``table`` (``[V, 4H]``, the embedding folded into the input projection: ``b + W_ax e`` for every
+    token), ``inputs`` are token ids ``[B]`` (int64); otherwise ``inputs`` is ``x<t>`` ``[B, E]`` and the step
+    computes ``b + W_ax x<t>`` itself."""
+
+    def __init__(
+        self,
+        function: ctypes._CFuncPtr,
+        weight_aa: Tensor,
+        bias: Tensor | None = None,
+        weight_ax: Tensor | None = None,
+        table: Tensor | None = None,
+    ):
+        self._function = function
+        self._tensors = (weight_aa, bias, weight_ax, table)  # kept alive for the pointers below
+        self.hidden = weight_aa.shape[1]
+        self.table_rows = 0 if table is None else table.shape[0]
+        self.input_size = 0 if weight_ax is None else weight_ax.shape[1]
+        self._input_rows = _pointer(table if table is not None else bias)
+        self._weight_ax, self._weight_aa = _pointer(weight_ax), _pointer(weight_aa)
+
+    def __call__(self, inputs: Tensor, a_prev: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
+        batch = a_prev.shape[0]
+        a, c = a_prev.new_empty(batch, self.hidden), c_prev.new_empty(batch, self.hidden)
+        tokens, x = (inputs, None) if self.table_rows else (None, inputs.contiguous())
+        if tokens is not None and tokens.dtype != torch.int64:
+            raise ValueError(f"token ids must be int64, got {tokens.dtype}")
+        status = self._function(
+            batch,
+            self.hidden,
+            self.input_size,
+            self._input_rows,
+            _pointer(tokens),
+            self.table_rows,
+            self._weight_ax,
+            _pointer(x),
+            self._weight_aa,
+            *map(_pointer, (a_prev, c_prev, a, c)),
+        )
+        if status != 0:
+            raise IndexError(f"a token id is outside the vocabulary [0, {self.table_rows})")
+        return a, c
+
+
 class GenerationKernels:
-    """An LSTM layer's step and a linear layer, for a few streams (rows), on fp32 CPU tensors."""
+    """An LSTM layer's step and a linear layer, for a few streams (rows), and the sampling draw, on fp32
+    CPU tensors."""
 
     def __init__(self, library: ctypes.CDLL):
         size, pointer = ctypes.c_int64, ctypes.c_void_p
         self._lstm_step = library.lstm_generate_step
-        self._lstm_step.argtypes = [size, size, size, pointer, size, *[pointer] * 7]
-        self._lstm_step.restype = None
+        self._lstm_step.argtypes = [size, size, size, pointer, pointer, size, *[pointer] * 7]
+        self._lstm_step.restype = ctypes.c_int
         self._linear = library.linear_few_rows
         self._linear.argtypes = [size, size, size, *[pointer] * 4]
         self._linear.restype = None
@@ -47,40 +96,39 @@ class GenerationKernels:
         self._draw.argtypes = [size, size, *[pointer] * 3]
         self._draw.restype = None
 
-    def lstm_step(
+    def lstm_layer(
         self,
-        input_rows: Tensor,
-        weight_ax: Tensor | None,
-        x: Tensor | None,
         weight_aa: Tensor,
-        a_prev: Tensor,
-        c_prev: Tensor,
-    ) -> tuple[Tensor, Tensor]:
-        """``a<t>, C<t>`` ``[B, H]`` from ``z = input_rows + x W_ax^T + a_prev W_aa^T``.
+        bias: Tensor | None = None,
+        weight_ax: Tensor | None = None,
+        table: Tensor | None = None,
+    ) -> LSTMLayerStep:
+        """The step of an LSTM layer with these weights: ``bias`` and ``weight_ax``, or the folded ``table``
+        (see ``LSTMLayerStep``). The tensors must be contiguous and stay unchanged while it is used."""
+        return LSTMLayerStep(self._lstm_step, weight_aa, bias, weight_ax, table)
 
-        ``input_rows`` is ``[B, 4H]`` (a folded embedding's rows) or ``[4H]`` (the bias, shared by every
-        stream); ``weight_ax`` and ``x`` are both None when the input half is already in ``input_rows``."""
-        batch, hidden = a_prev.shape
-        input_size = 0 if x is None else x.shape[1]
-        stride = 0 if input_rows.dim() == 1 else input_rows.shape[1]
-        a, c = a_prev.new_empty(batch, hidden), c_prev.new_empty(batch, hidden)
-        self._lstm_step(
-            batch,
-            hidden,
-            input_size,
-            _pointer(input_rows),
-            stride,
-            *map(_pointer, (weight_ax, x, weight_aa, a_prev, c_prev, a, c)),
-        )
-        return a, c
+    def linear_layer(self, weight: Tensor, bias: Tensor | None) -> Callable[[Tensor], Tensor]:
+        """``x -> x W^T + bias`` for ``x`` ``[B, K]``: ``weight`` ``[N, K]`` (contiguous), ``bias`` ``[N]`` or
+        None; the weights' pointers taken once."""
+        out_features, in_features = weight.shape
+        weight_pointer, bias_pointer = _pointer(weight), _pointer(bias)
+        function = self._linear
 
-    def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        """``x W^T + bias``: ``x`` ``[B, K]``, ``weight`` ``[N, K]``, ``bias`` ``[N]`` or None; ``[B, N]``."""
-        batch, in_features = x.shape
-        out_features = weight.shape[0]
-        out = x.new_empty(batch, out_features)
-        self._linear(batch, in_features, out_features, *map(_pointer, (x, weight, bias, out)))
-        return out
+        def linear(x: Tensor) -> Tensor:
+            out = x.new_empty(x.shape[0], out_features)
+            function(
+                x.shape[0],
+                in_features,
+                out_features,
+                _pointer(x),
+                weight_pointer,
+                bias_pointer,
+                _pointer(out),
+            )
+            return out
+
+        linear.tensors = (weight, bias)  # kept alive for the pointers above
+        return linear
 
     def draw(self, probs: Tensor, uniforms: Tensor) -> Tensor:
         """The token ``[M]`` (int64) of each row of ``probs`` ``[M, V]`` (fp32) that ``lmtrain.sampling.draw``
