@@ -131,6 +131,19 @@ def test_build_is_cached_per_source_compiler_and_cpu(fresh_kernels, monkeypatch)
     assert compiler.library_path(sources, cc, compiler.FLAG_SETS[0], fresh_kernels) != library
 
 
+@needs_kernels
+def test_a_damaged_cached_library_is_rebuilt(fresh_kernels):
+    assert lstm_step_kernels() is not None
+    (library,) = fresh_kernels.glob("*.so")
+    library.write_bytes(b"not a shared library")
+    for loader in (compiler.kernel_library, lstm_step_kernels):
+        loader.cache_clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning: the entry is rebuilt
+        assert lstm_step_kernels() is not None
+    assert library.read_bytes() != b"not a shared library"  # rebuilt in place
+
+
 def test_kernels_off_means_no_build(fresh_kernels, monkeypatch):
     monkeypatch.setenv("LMTRAIN_KERNELS", "torch")
     assert lstm_step_kernels() is None

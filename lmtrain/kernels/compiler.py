@@ -117,12 +117,22 @@ def load_library(sources: list[Path], cache: Path) -> ctypes.CDLL:
     for flags in FLAG_SETS:
         target = library_path(sources, compiler, flags, cache)
         try:
-            if not target.exists():
-                build(sources, compiler, flags, target)
-            return ctypes.CDLL(str(target))
+            return load_or_build(sources, compiler, flags, target)
         except (KernelUnavailable, OSError, subprocess.SubprocessError) as problem:
             problems.append(str(problem))
     raise KernelUnavailable("; ".join(problems))
+
+
+def load_or_build(sources: list[Path], compiler: str, flags: tuple[str, ...], target: Path) -> ctypes.CDLL:
+    """The cached library at ``target``, or a fresh build of it (also when the cached file will not load:
+    a damaged cache entry is replaced, not kept failing)."""
+    if target.exists():
+        try:
+            return ctypes.CDLL(str(target))
+        except OSError:
+            target.unlink(missing_ok=True)
+    build(sources, compiler, flags, target)
+    return ctypes.CDLL(str(target))
 
 
 @functools.cache
