@@ -7,9 +7,10 @@ backward, all in one process, interleaved.
 Each revision's `lmtrain/cells/lstm_bptt.py` is read with `git show REV:lmtrain/cells/lstm_bptt.py`
 (`WORKTREE`: the file as it is on disk) and loaded as its own module; what it imports from the rest of
 `lmtrain` comes from the working tree. So this compares versions of the window function, not of the whole
-package, and a revision whose window calls the C kernels (`lmtrain.kernels`) with other arguments than the
-working tree's cannot run (4491231 to 0d0fd12; earlier revisions have no kernels). The window is the one `LSTMLayer.forward` runs: `lstm_window(x, weight_ax, bias, weight_aa, a0,
-c0)` with x `[T, B, H]` (E = H), then `y.backward` with a fixed random gradient. `nn.LSTM` gets the same
+package, and a revision whose window uses the C kernels (`lmtrain.kernels`) through another interface than
+the working tree's cannot run (4491231 to 3a0d228; earlier revisions have no kernels). The window is the
+one `LSTMLayer.forward` runs: `lstm_window(x, weight_ax, bias, weight_aa, a0, c0)` with x `[T, B, H]`
+(E = H), then `y.backward` with a fixed random gradient. `nn.LSTM` gets the same
 input and gradient. The order of the calls reverses every repetition; the table shows the median time
 of each and the median, over repetitions, of `nn.LSTM`'s time divided by the version's.
 """
