@@ -22,6 +22,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -33,13 +34,16 @@ KERNEL_FOLDER = Path(__file__).parent
 
 KERNEL_MODES = ("auto", "torch", "fused")
 
-FLAG_SETS = (
-    # Vectorized for this CPU, rows shared between OpenMP threads. -fno-trapping-math lets the compiler
-    # turn the clamps into vector blends (torch is built with it too); no -ffast-math: NaN must survive.
-    ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"),
-    # Compilers without -march=native or OpenMP (Apple clang): portable, one thread.
-    ("-O3", "-fno-math-errno", "-fno-trapping-math"),
-)
+NATIVE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math")
+"""Vectorized for this CPU, rows shared between OpenMP threads. -fno-trapping-math lets the compiler turn
+the clamps into vector blends (torch is built with it too); no -ffast-math: NaN must survive. Linux only:
+there torch ships GNU OpenMP (``libgomp.so.1``), which the library then shares; elsewhere torch's OpenMP is
+another runtime, and two in one process do not mix."""
+
+PORTABLE_FLAGS = ("-O3", "-fno-math-errno", "-fno-trapping-math")
+"""Any C compiler (Apple clang included): portable, one thread."""
+
+FLAG_SETS = (NATIVE_FLAGS, PORTABLE_FLAGS) if sys.platform.startswith("linux") else (PORTABLE_FLAGS,)
 
 
 class KernelUnavailable(LmtrainError):
