@@ -21,3 +21,12 @@ from torch import Tensor
 def fused_applies(*tensors: Tensor) -> bool:
     """Whether the C kernels can take these tensors: all fp32 on the CPU."""
     return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+
+
+def pointer(tensor: Tensor | None) -> int | None:
+    """The address of a contiguous tensor's data for a C kernel (None for None: C's NULL)."""
+    if tensor is None:
+        return None
+    if not tensor.is_contiguous():
+        raise ValueError("the C kernels need contiguous tensors")
+    return tensor.data_ptr()

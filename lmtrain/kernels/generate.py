@@ -17,20 +17,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from lmtrain.kernels import pointer
 from lmtrain.kernels.compiler import kernel_library
 
 FEW_STREAMS = 16
 """The most streams the generation kernels serve; more go to torch's products. On the README's machine
 (2-layer LSTM, H = 512) the kernels generated 1.3x torch's tokens/s at 8 streams, 1.0-1.1x at 16 and
 0.9x at 32."""
-
-
-def _pointer(tensor: Tensor | None) -> int | None:
-    if tensor is None:
-        return None
-    if not tensor.is_contiguous():
-        raise ValueError("the generation kernels need contiguous tensors")
-    return tensor.data_ptr()
 
 
 class LSTMLayerStep:
@@ -54,8 +47,8 @@ class LSTMLayerStep:
         self.hidden = weight_aa.shape[1]
         self.table_rows = 0 if table is None else table.shape[0]
         self.input_size = 0 if weight_ax is None else weight_ax.shape[1]
-        self._input_rows = _pointer(table if table is not None else bias)
-        self._weight_ax, self._weight_aa = _pointer(weight_ax), _pointer(weight_aa)
+        self._input_rows = pointer(table if table is not None else bias)
+        self._weight_ax, self._weight_aa = pointer(weight_ax), pointer(weight_aa)
 
     def __call__(self, inputs: Tensor, a_prev: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
         batch = a_prev.shape[0]
@@ -68,12 +61,12 @@ class LSTMLayerStep:
             self.hidden,
             self.input_size,
             self._input_rows,
-            _pointer(tokens),
+            pointer(tokens),
             self.table_rows,
             self._weight_ax,
-            _pointer(x),
+            pointer(x),
             self._weight_aa,
-            *map(_pointer, (a_prev, c_prev, a, c)),
+            *map(pointer, (a_prev, c_prev, a, c)),
         )
         if status != 0:
             raise IndexError(f"a token id is outside the vocabulary [0, {self.table_rows})")
@@ -85,15 +78,15 @@ class GenerationKernels:
     CPU tensors."""
 
     def __init__(self, library: ctypes.CDLL):
-        size, pointer = ctypes.c_int64, ctypes.c_void_p
+        size, address = ctypes.c_int64, ctypes.c_void_p
         self._lstm_step = library.lstm_generate_step
-        self._lstm_step.argtypes = [size, size, size, pointer, pointer, size, *[pointer] * 7]
+        self._lstm_step.argtypes = [size, size, size, address, address, size, *[address] * 7]
         self._lstm_step.restype = ctypes.c_int
         self._linear = library.linear_few_rows
-        self._linear.argtypes = [size, size, size, *[pointer] * 4]
+        self._linear.argtypes = [size, size, size, *[address] * 4]
         self._linear.restype = None
         self._draw = library.draw_tokens
-        self._draw.argtypes = [size, size, *[pointer] * 3]
+        self._draw.argtypes = [size, size, *[address] * 3]
         self._draw.restype = None
 
     def lstm_layer(
@@ -111,7 +104,7 @@ class GenerationKernels:
         """``x -> x W^T + bias`` for ``x`` ``[B, K]``: ``weight`` ``[N, K]`` (contiguous), ``bias`` ``[N]`` or
         None; the weights' pointers taken once."""
         out_features, in_features = weight.shape
-        weight_pointer, bias_pointer = _pointer(weight), _pointer(bias)
+        weight_address, bias_address = pointer(weight), pointer(bias)
         function = self._linear
 
         def linear(x: Tensor) -> Tensor:
@@ -120,10 +113,10 @@ class GenerationKernels:
                 x.shape[0],
                 in_features,
                 out_features,
-                _pointer(x),
-                weight_pointer,
-                bias_pointer,
-                _pointer(out),
+                pointer(x),
+                weight_address,
+                bias_address,
+                pointer(out),
             )
             return out
 
@@ -135,7 +128,7 @@ class GenerationKernels:
         picks for the uniform numbers ``uniforms`` ``[M, 1]`` (float64): the same token, bit for bit."""
         streams, vocab = probs.shape
         tokens = torch.empty(streams, dtype=torch.int64)
-        self._draw(streams, vocab, *map(_pointer, (probs, uniforms, tokens)))
+        self._draw(streams, vocab, *map(pointer, (probs, uniforms, tokens)))
         return tokens
 
 

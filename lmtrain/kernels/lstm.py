@@ -3,7 +3,8 @@
 ``lstm_step_kernels()`` is the process's ``LSTMStepKernels`` (built on first use, see ``compiler``), or
 None where the kernels are off or unavailable. A window uses them where ``lmtrain.kernels.fused_applies``:
 fp32 tensors on the CPU (float64 checks, bf16 autocast and CUDA keep the torch path). The calls take tensors,
-check what C cannot (dtype, device, contiguity), and pass raw pointers; each call costs about 2 µs.
+check that they are contiguous (the window has checked dtype and device), and pass raw pointers; each call
+costs about 2 µs.
 """
 
 from __future__ import annotations
@@ -13,25 +14,20 @@ import functools
 
 from torch import Tensor
 
+from lmtrain.kernels import pointer
 from lmtrain.kernels.compiler import kernel_library
-
-
-def _pointer(tensor: Tensor) -> int:
-    if not tensor.is_contiguous():
-        raise ValueError("the LSTM step kernels need contiguous tensors")
-    return tensor.data_ptr()
 
 
 class LSTMStepKernels:
     """``forward`` and ``backward`` of one LSTM step's gate arithmetic on ``[B, 4H]`` gates (u, f, C̃, o)."""
 
     def __init__(self, library: ctypes.CDLL):
-        sizes, pointer = [ctypes.c_int64] * 2, ctypes.c_void_p
+        sizes, address = [ctypes.c_int64] * 2, ctypes.c_void_p
         self._forward = library.lstm_forward_step
-        self._forward.argtypes = [*sizes, *[pointer] * 5]
+        self._forward.argtypes = [*sizes, *[address] * 5]
         self._forward.restype = None
         self._backward = library.lstm_backward_step
-        self._backward.argtypes = [*sizes, *[pointer] * 7]
+        self._backward.argtypes = [*sizes, *[address] * 7]
         self._backward.restype = None
 
     def forward(self, product: Tensor, gates: Tensor, c_prev: Tensor, c: Tensor, a: Tensor) -> None:
@@ -39,7 +35,7 @@ class LSTMStepKernels:
         z<t> = product + gates; ``gates`` is overwritten with (Γ_u, Γ_f, C̃, Γ_o), and ``c`` = C<t> and
         ``a`` = a<t> ``[B, H]`` are written. ``c_prev`` is C<t-1>."""
         batch, hidden = c.shape
-        self._forward(batch, hidden, *map(_pointer, (product, gates, c_prev, c, a)))
+        self._forward(batch, hidden, *map(pointer, (product, gates, c_prev, c, a)))
 
     def backward(
         self, gates: Tensor, c_prev: Tensor, c: Tensor, recurrent: Tensor, dy: Tensor, dc: Tensor, dz: Tensor
@@ -48,7 +44,7 @@ class LSTMStepKernels:
         and ``dy`` = dL/dy<t>; ``dc`` holds dL/dC<t> from step t + 1 and is overwritten with dL/dC<t-1>;
         ``dz`` ``[B, 4H]`` receives dL/dz<t>."""
         batch, hidden = c.shape
-        self._backward(batch, hidden, *map(_pointer, (gates, c_prev, c, recurrent, dy, dc, dz)))
+        self._backward(batch, hidden, *map(pointer, (gates, c_prev, c, recurrent, dy, dc, dz)))
 
 
 @functools.cache
