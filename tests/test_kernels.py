@@ -14,12 +14,13 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from lmtrain import sampling
-from lmtrain.cells import build_layer, lstm_bptt
+from lmtrain.cells import build_layer, gru_bptt, lstm_bptt
 from lmtrain.cells import lstm as lstm_module
 from lmtrain.cells.panels import generation_linear
 from lmtrain.errors import LmtrainError
 from lmtrain.kernels import compiler, layout
 from lmtrain.kernels.generate import FEW_STREAMS, generation_kernels
+from lmtrain.kernels.gru import gru_step_kernels
 from lmtrain.kernels.layout import contiguous
 from lmtrain.kernels.lstm import LSTMStepKernels, lstm_step_kernels
 from lmtrain.model import RNNLanguageModel
@@ -33,7 +34,13 @@ needs_kernels = pytest.mark.skipif(
 def fresh_kernels(monkeypatch, tmp_path):
     """An empty kernel cache and no kernels loaded in this process yet (restored afterwards)."""
     monkeypatch.setenv("LMTRAIN_CACHE", str(tmp_path))
-    loaders = (compiler.kernel_library, lstm_step_kernels, generation_kernels, layout._transpose)
+    loaders = (
+        compiler.kernel_library,
+        lstm_step_kernels,
+        gru_step_kernels,
+        generation_kernels,
+        layout._transpose,
+    )
     for loader in loaders:
         loader.cache_clear()
     yield tmp_path / "kernels"
@@ -70,6 +77,30 @@ def test_fused_window_equals_the_torch_window(hidden, batch, steps, monkeypatch)
     fused = window_results(layer, x, state, True, monkeypatch)
     plain = window_results(layer, x, state, False, monkeypatch)
     for got, expected in zip(fused, plain, strict=True):
+        assert_close(got, expected, rtol=1e-5, atol=2e-6)
+
+
+@needs_kernels
+@pytest.mark.parametrize("hidden, batch, steps", [(8, 3, 5), (40, 2, 1), (96, 7, 4)])
+def test_fused_gru_window_equals_the_torch_window(hidden, batch, steps, monkeypatch):
+    """The notes' GRU: outputs and every gradient of its fused window (two C calls per step each way)
+    against its torch window."""
+    torch.manual_seed(hidden)
+    layer = build_layer("gru", 6, hidden)
+    x = torch.randn(steps, batch, 6, requires_grad=True)
+    (c0,) = state = (torch.randn(batch, hidden, requires_grad=True),)
+    generator = torch.Generator().manual_seed(5)
+    weights = torch.randn(steps, batch, hidden, generator=generator)
+    results = []
+    for kernels in (gru_step_kernels(), None):
+        assert kernels is not None or results
+        monkeypatch.setattr(gru_bptt, "gru_step_kernels", lambda kernels=kernels: kernels)
+        for tensor in (x, c0, *layer.parameters()):
+            tensor.grad = None
+        y, _ = layer._run_window(x, state)
+        ((y * weights).sum() + (y[-1] ** 2).sum()).backward()
+        results.append([y, x.grad, c0.grad, *(p.grad for p in layer.parameters())])
+    for got, expected in zip(*results, strict=True):
         assert_close(got, expected, rtol=1e-5, atol=2e-6)
 
 

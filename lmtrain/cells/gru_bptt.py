@@ -35,6 +35,8 @@ from torch.autograd.function import once_differentiable
 from lmtrain.cells.base import apply_under_autocast
 from lmtrain.cells.step_product import StepProduct
 from lmtrain.cells.weight_gradient import weight_gradient
+from lmtrain.kernels import fused_applies
+from lmtrain.kernels.gru import GRUStepKernels, gru_step_kernels
 
 
 def gru_window(x: Tensor, weight_ax: Tensor, bias: Tensor, weight_aa: Tensor, c0: Tensor) -> Tensor:
@@ -71,6 +73,60 @@ def _input_gradients(ctx, grad_x_proj: Tensor, x: Tensor, weight_ax: Tensor):
     return grad_x, grad_weight_ax, grad_bias
 
 
+def _gru_backward_loop(
+    gates: Tensor,
+    previous: Tensor,
+    grad_y: Tensor,
+    gates_to_state: StepProduct,
+    candidate_to_reset: StepProduct,
+) -> tuple[Tensor, Tensor]:
+    """dL/dz<t> ``[T, B, 3H]`` of every step and dL/dc<-1>, in torch."""
+    steps, batch, hidden = previous.shape
+    # The factors that do not depend on the recursion, for all T steps at once.
+    update, reset, candidate = gates.view(steps, batch, 3, hidden).unbind(2)  # [T, B, H] each
+    to_candidate = torch.mul(candidate, candidate).neg_().add_(1).mul_(update)  # dz_c / dc
+    to_update = _sigmoid_derivative(update).mul_(candidate - previous)  # dz_u / dc
+    to_reset = _sigmoid_derivative(reset).mul_(previous)  # dz_r / dr
+    keep = torch.neg(update).add_(1)  # 1 - Γ_u
+    grad_z = torch.empty_like(gates)  # dz<t>: [T, B, 3H]
+    dc = grad_y[-1].clone()
+    for t in range(steps - 1, -1, -1):
+        dz = grad_z[t]
+        dz_update_reset = dz[:, : 2 * hidden]
+        dz_candidate = torch.mul(dc, to_candidate[t], out=dz[:, 2 * hidden :])
+        dr = candidate_to_reset(dz_candidate)  # [B, H]
+        torch.mul(dc, to_update[t], out=dz[:, :hidden])
+        torch.mul(dr, to_reset[t], out=dz[:, hidden : 2 * hidden])
+        kept = torch.mul(dc, keep[t]).addcmul_(dr, reset[t])
+        grad_previous = gates_to_state(dz_update_reset, kept)  # dc<t-1>
+        dc = grad_previous.add_(grad_y[t - 1]) if t > 0 else grad_previous
+    return grad_z, dc
+
+
+def _gru_backward_loop_fused(
+    kernels: GRUStepKernels,
+    gates: Tensor,
+    previous: Tensor,
+    grad_y: Tensor,
+    gates_to_state: StepProduct,
+    candidate_to_reset: StepProduct,
+) -> tuple[Tensor, Tensor]:
+    """``_gru_backward_loop`` with each step's elementwise work in two C calls."""
+    steps, batch, hidden = previous.shape
+    grad_z = torch.empty_like(gates)
+    no_output_gradient = torch.zeros_like(grad_y[0])  # dy<t-1> before the first step
+    dc = grad_y[-1].clone()
+    for t in range(steps - 1, -1, -1):
+        dz = grad_z[t]  # [B, 3H]
+        kernels.backward_candidate(gates[t], dc, dz)
+        dr = candidate_to_reset(dz[:, 2 * hidden :])  # dz_c W_c: [B, H]
+        rest = torch.empty_like(dc)
+        dy_prev = grad_y[t - 1] if t > 0 else no_output_gradient
+        kernels.backward_gates(gates[t], previous[t], dc, dr, dy_prev, dz, rest)
+        dc = gates_to_state(dz[:, : 2 * hidden], rest)  # dc<t-1>
+    return grad_z, dc
+
+
 def _sigmoid_derivative(gate: Tensor) -> Tensor:
     """σ' = σ (1 - σ), from σ."""
     return torch.addcmul(gate, gate, gate, value=-1)
@@ -81,20 +137,27 @@ class _GRUWindow(torch.autograd.Function):
     def forward(ctx, x, weight_ax, bias, weight_aa, c0):
         steps, batch, _ = x.shape
         hidden = weight_aa.shape[1]
+        kernels = gru_step_kernels() if fused_applies(x, weight_ax, weight_aa, c0) else None
         # gates ends as the activated Γ_u, Γ_r, c̃ of every step: [T, B, 3H].
         gates = _input_projection(x, weight_ax, bias)
         gates_from_state = StepProduct(weight_aa[: 2 * hidden], batch, steps)  # c<t-1> [W_u; W_r]^T: [B, 2H]
         candidate_from_reset = StepProduct(weight_aa[2 * hidden :], batch, steps)  # r<t> W_c^T: [B, H]
         reset_states = x.new_empty(steps, batch, hidden)  # r<t> = Γ_r * c<t-1>
         y = x.new_empty(steps, batch, hidden)  # c<t>
-        c = c0
+        c = c0 if kernels is None else c0.contiguous()
         for z, r_t, c_t in zip(gates, reset_states, y, strict=True):  # z: [B, 3H]
+            if kernels is not None:  # the same two passes in C, each one call
+                kernels.forward_gates(gates_from_state(c), z, c, r_t)
+                kernels.forward_state(candidate_from_reset(r_t), z, c, c_t)
+                c = c_t
+                continue
             gates_ur = z[:, : 2 * hidden]
             torch.sigmoid(gates_from_state(c, gates_ur), out=gates_ur)  # Γ_u, Γ_r
             update, reset, candidate = z.view(batch, 3, hidden).unbind(1)  # [B, H] each
             torch.mul(reset, c, out=r_t)
             torch.tanh(candidate_from_reset(r_t, candidate), out=candidate)  # c̃
             c = torch.lerp(c, candidate, update, out=c_t)  # c<t-1> + Γ_u (c̃ - c<t-1>)
+        ctx.kernels = kernels
         ctx.save_for_backward(x, weight_ax, weight_aa, gates, reset_states, y, c0)
         return y
 
@@ -103,27 +166,15 @@ class _GRUWindow(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, weight_ax, weight_aa, gates, reset_states, y, c0 = ctx.saved_tensors
         steps, batch, hidden = y.shape
-        # The factors that do not depend on the recursion, for all T steps at once.
-        update, reset, candidate = gates.view(steps, batch, 3, hidden).unbind(2)  # [T, B, H] each
         previous = _previous_states(y, c0)  # c<t-1>
-        to_candidate = torch.mul(candidate, candidate).neg_().add_(1).mul_(update)  # dz_c / dc
-        to_update = _sigmoid_derivative(update).mul_(candidate - previous)  # dz_u / dc
-        to_reset = _sigmoid_derivative(reset).mul_(previous)  # dz_r / dr
-        keep = torch.neg(update).add_(1)  # 1 - Γ_u
         gates_to_state = StepProduct(weight_aa[: 2 * hidden].t(), batch, steps)  # [dz_u, dz_r] [W_u; W_r]
         candidate_to_reset = StepProduct(weight_aa[2 * hidden :].t(), batch, steps)  # dz_c W_c
-        grad_z = torch.empty_like(gates)  # dz<t>: [T, B, 3H]
-        dc = grad_y[-1].clone()
-        for t in range(steps - 1, -1, -1):
-            dz = grad_z[t]
-            dz_update_reset = dz[:, : 2 * hidden]
-            dz_candidate = torch.mul(dc, to_candidate[t], out=dz[:, 2 * hidden :])
-            dr = candidate_to_reset(dz_candidate)  # [B, H]
-            torch.mul(dc, to_update[t], out=dz[:, :hidden])
-            torch.mul(dr, to_reset[t], out=dz[:, hidden : 2 * hidden])
-            kept = torch.mul(dc, keep[t]).addcmul_(dr, reset[t])
-            grad_previous = gates_to_state(dz_update_reset, kept)  # dc<t-1>
-            dc = grad_previous.add_(grad_y[t - 1]) if t > 0 else grad_previous
+        if ctx.kernels is None:
+            grad_z, dc = _gru_backward_loop(gates, previous, grad_y, gates_to_state, candidate_to_reset)
+        else:
+            grad_z, dc = _gru_backward_loop_fused(
+                ctx.kernels, gates, previous, grad_y.contiguous(), gates_to_state, candidate_to_reset
+            )
         grad_x, grad_weight_ax, grad_bias = _input_gradients(ctx, grad_z, x, weight_ax)
         grad_weight_aa = None
         if ctx.needs_input_grad[3]:
