@@ -8,6 +8,7 @@ These kernels do that arithmetic in one pass. They are optional: where no C comp
     compiler.py     builds the C files into one shared library once per machine (cached) and loads it
     fastmath.h      the activations (σ, tanh) from one vectorizable exponential
     lstm_step.c     the LSTM step's gate arithmetic, forward and backward   (lstm.py: its Python face)
+    gru_step.c      the notes' GRU step, two passes each way   (gru.py)
     generate.c      a generation step for a few streams, linear layers, the sampling draw   (generate.py)
     layout.c        a tiled transpose for the weights' per-window layouts   (layout.py)
 """
