@@ -73,15 +73,20 @@ def _input_gradients(ctx, grad_x_proj: Tensor, x: Tensor, weight_ax: Tensor):
     return grad_x, grad_weight_ax, grad_bias
 
 
+def _backward_products(weight_aa: Tensor, batch: int, steps: int) -> tuple[StepProduct, StepProduct]:
+    """The backward's two per-step products: ``[dz_u, dz_r] [W_u; W_r]`` and ``dz_c W_c``."""
+    hidden = weight_aa.shape[1]
+    return StepProduct(weight_aa[: 2 * hidden].t(), batch, steps), StepProduct(
+        weight_aa[2 * hidden :].t(), batch, steps
+    )
+
+
 def _gru_backward_loop(
-    gates: Tensor,
-    previous: Tensor,
-    grad_y: Tensor,
-    gates_to_state: StepProduct,
-    candidate_to_reset: StepProduct,
+    gates: Tensor, previous: Tensor, grad_y: Tensor, weight_aa: Tensor
 ) -> tuple[Tensor, Tensor]:
     """dL/dz<t> ``[T, B, 3H]`` of every step and dL/dc<-1>, in torch."""
     steps, batch, hidden = previous.shape
+    gates_to_state, candidate_to_reset = _backward_products(weight_aa, batch, steps)
     # The factors that do not depend on the recursion, for all T steps at once.
     update, reset, candidate = gates.view(steps, batch, 3, hidden).unbind(2)  # [T, B, H] each
     to_candidate = torch.mul(candidate, candidate).neg_().add_(1).mul_(update)  # dz_c / dc
@@ -104,15 +109,11 @@ def _gru_backward_loop(
 
 
 def _gru_backward_loop_fused(
-    kernels: GRUStepKernels,
-    gates: Tensor,
-    previous: Tensor,
-    grad_y: Tensor,
-    gates_to_state: StepProduct,
-    candidate_to_reset: StepProduct,
+    kernels: GRUStepKernels, gates: Tensor, previous: Tensor, grad_y: Tensor, weight_aa: Tensor
 ) -> tuple[Tensor, Tensor]:
     """``_gru_backward_loop`` with each step's elementwise work in two C calls."""
     steps, batch, hidden = previous.shape
+    gates_to_state, candidate_to_reset = _backward_products(weight_aa, batch, steps)
     grad_z = torch.empty_like(gates)
     no_output_gradient = torch.zeros_like(grad_y[0])  # dy<t-1> before the first step
     dc = grad_y[-1].clone()
@@ -167,13 +168,11 @@ class _GRUWindow(torch.autograd.Function):
         x, weight_ax, weight_aa, gates, reset_states, y, c0 = ctx.saved_tensors
         steps, batch, hidden = y.shape
         previous = _previous_states(y, c0)  # c<t-1>
-        gates_to_state = StepProduct(weight_aa[: 2 * hidden].t(), batch, steps)  # [dz_u, dz_r] [W_u; W_r]
-        candidate_to_reset = StepProduct(weight_aa[2 * hidden :].t(), batch, steps)  # dz_c W_c
         if ctx.kernels is None:
-            grad_z, dc = _gru_backward_loop(gates, previous, grad_y, gates_to_state, candidate_to_reset)
+            grad_z, dc = _gru_backward_loop(gates, previous, grad_y, weight_aa)
         else:
             grad_z, dc = _gru_backward_loop_fused(
-                ctx.kernels, gates, previous, grad_y.contiguous(), gates_to_state, candidate_to_reset
+                ctx.kernels, gates, previous, grad_y.contiguous(), weight_aa
             )
         grad_x, grad_weight_ax, grad_bias = _input_gradients(ctx, grad_z, x, weight_ax)
         grad_weight_aa = None
