@@ -76,9 +76,9 @@ def _input_gradients(ctx, grad_x_proj: Tensor, x: Tensor, weight_ax: Tensor):
 def _backward_products(weight_aa: Tensor, batch: int, steps: int) -> tuple[StepProduct, StepProduct]:
     """The backward's two per-step products: ``[dz_u, dz_r] [W_u; W_r]`` and ``dz_c W_c``."""
     hidden = weight_aa.shape[1]
-    return StepProduct(weight_aa[: 2 * hidden].t(), batch, steps), StepProduct(
-        weight_aa[2 * hidden :].t(), batch, steps
-    )
+    gates_to_state = StepProduct(weight_aa[: 2 * hidden].t(), batch, steps)  # [B, 2H] x [2H, H]
+    candidate_to_reset = StepProduct(weight_aa[2 * hidden :].t(), batch, steps)  # [B, H] x [H, H]
+    return gates_to_state, candidate_to_reset
 
 
 def _gru_backward_loop(
