@@ -73,6 +73,42 @@ def _input_gradients(ctx, grad_x_proj: Tensor, x: Tensor, weight_ax: Tensor):
     return grad_x, grad_weight_ax, grad_bias
 
 
+def _forward_products(weight_aa: Tensor, batch: int, steps: int) -> tuple[StepProduct, StepProduct]:
+    """The forward's two per-step products: ``c<t-1> [W_u; W_r]^T`` and ``r<t> W_c^T``."""
+    hidden = weight_aa.shape[1]
+    gates_from_state = StepProduct(weight_aa[: 2 * hidden], batch, steps)  # [B, H] x [H, 2H]
+    candidate_from_reset = StepProduct(weight_aa[2 * hidden :], batch, steps)  # [B, H] x [H, H]
+    return gates_from_state, candidate_from_reset
+
+
+def _gru_forward_loop(gates: Tensor, weight_aa: Tensor, c0: Tensor, reset_states: Tensor, y: Tensor) -> None:
+    """The recursion in torch: ``gates`` ``[T, B, 3H]`` holds the input halves and is overwritten with
+    Γ_u, Γ_r, c̃; ``reset_states`` receives r<t> and ``y`` c<t> (``[T, B, H]`` each)."""
+    steps, batch, hidden = y.shape
+    gates_from_state, candidate_from_reset = _forward_products(weight_aa, batch, steps)
+    c = c0
+    for z, r_t, c_t in zip(gates, reset_states, y, strict=True):  # z: [B, 3H]
+        gates_ur = z[:, : 2 * hidden]
+        torch.sigmoid(gates_from_state(c, gates_ur), out=gates_ur)  # Γ_u, Γ_r
+        update, reset, candidate = z.view(batch, 3, hidden).unbind(1)  # [B, H] each
+        torch.mul(reset, c, out=r_t)
+        torch.tanh(candidate_from_reset(r_t, candidate), out=candidate)  # c̃
+        c = torch.lerp(c, candidate, update, out=c_t)  # c<t-1> + Γ_u (c̃ - c<t-1>)
+
+
+def _gru_forward_loop_fused(
+    kernels: GRUStepKernels, gates: Tensor, weight_aa: Tensor, c0: Tensor, reset_states: Tensor, y: Tensor
+) -> None:
+    """``_gru_forward_loop`` with each of the step's two elementwise passes in one C call."""
+    steps, batch, _ = y.shape
+    gates_from_state, candidate_from_reset = _forward_products(weight_aa, batch, steps)
+    c = c0
+    for z, r_t, c_t in zip(gates, reset_states, y, strict=True):  # z: [B, 3H]
+        kernels.forward_gates(gates_from_state(c), z, c, r_t)  # Γ_u, Γ_r and r<t>
+        kernels.forward_state(candidate_from_reset(r_t), z, c, c_t)  # c̃ and c<t>
+        c = c_t
+
+
 def _backward_products(weight_aa: Tensor, batch: int, steps: int) -> tuple[StepProduct, StepProduct]:
     """The backward's two per-step products: ``[dz_u, dz_r] [W_u; W_r]`` and ``dz_c W_c``."""
     hidden = weight_aa.shape[1]
@@ -116,12 +152,12 @@ def _gru_backward_loop_fused(
     gates_to_state, candidate_to_reset = _backward_products(weight_aa, batch, steps)
     grad_z = torch.empty_like(gates)
     no_output_gradient = torch.zeros_like(grad_y[0])  # dy<t-1> before the first step
+    rest = torch.empty_like(grad_y[0])  # the part of dc<t-1> not through [W_u; W_r], reused every step
     dc = grad_y[-1].clone()
     for t in range(steps - 1, -1, -1):
         dz = grad_z[t]  # [B, 3H]
         kernels.backward_candidate(gates[t], dc, dz)
         dr = candidate_to_reset(dz[:, 2 * hidden :])  # dz_c W_c: [B, H]
-        rest = torch.empty_like(dc)
         dy_prev = grad_y[t - 1] if t > 0 else no_output_gradient
         kernels.backward_gates(gates[t], previous[t], dc, dr, dy_prev, dz, rest)
         dc = gates_to_state(dz[:, : 2 * hidden], rest)  # dc<t-1>
@@ -141,23 +177,12 @@ class _GRUWindow(torch.autograd.Function):
         kernels = gru_step_kernels() if fused_applies(x, weight_ax, weight_aa, c0) else None
         # gates ends as the activated Γ_u, Γ_r, c̃ of every step: [T, B, 3H].
         gates = _input_projection(x, weight_ax, bias)
-        gates_from_state = StepProduct(weight_aa[: 2 * hidden], batch, steps)  # c<t-1> [W_u; W_r]^T: [B, 2H]
-        candidate_from_reset = StepProduct(weight_aa[2 * hidden :], batch, steps)  # r<t> W_c^T: [B, H]
         reset_states = x.new_empty(steps, batch, hidden)  # r<t> = Γ_r * c<t-1>
         y = x.new_empty(steps, batch, hidden)  # c<t>
-        c = c0 if kernels is None else c0.contiguous()
-        for z, r_t, c_t in zip(gates, reset_states, y, strict=True):  # z: [B, 3H]
-            if kernels is not None:  # the same two passes in C, each one call
-                kernels.forward_gates(gates_from_state(c), z, c, r_t)
-                kernels.forward_state(candidate_from_reset(r_t), z, c, c_t)
-                c = c_t
-                continue
-            gates_ur = z[:, : 2 * hidden]
-            torch.sigmoid(gates_from_state(c, gates_ur), out=gates_ur)  # Γ_u, Γ_r
-            update, reset, candidate = z.view(batch, 3, hidden).unbind(1)  # [B, H] each
-            torch.mul(reset, c, out=r_t)
-            torch.tanh(candidate_from_reset(r_t, candidate), out=candidate)  # c̃
-            c = torch.lerp(c, candidate, update, out=c_t)  # c<t-1> + Γ_u (c̃ - c<t-1>)
+        if kernels is None:
+            _gru_forward_loop(gates, weight_aa, c0, reset_states, y)
+        else:
+            _gru_forward_loop_fused(kernels, gates, weight_aa, c0.contiguous(), reset_states, y)
         ctx.kernels = kernels
         ctx.save_for_backward(x, weight_ax, weight_aa, gates, reset_states, y, c0)
         return y
