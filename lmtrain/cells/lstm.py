@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -12,7 +10,7 @@ from lmtrain.cells.base import RecurrentLayer, State, Step
 from lmtrain.cells.lstm_bptt import candidate_doubled, lstm_window
 from lmtrain.cells.panels import ColumnPanels
 from lmtrain.kernels import fused_applies
-from lmtrain.kernels.generate import FEW_STREAMS, GenerationKernels, generation_kernels
+from lmtrain.kernels.generate import GenerationKernels, by_stream_count, generation_kernels
 
 
 class LSTMLayer(RecurrentLayer):
@@ -68,17 +66,11 @@ class LSTMLayer(RecurrentLayer):
         streams, where lmtrain's C kernels build, a step is one C call that reads every weight once
         (``lmtrain.kernels.generate``); otherwise it is ``_torch_inference_step``, built on first use."""
         kernels = generation_kernels() if fused_applies(self.weight_aa) else None
-        torch_step = functools.cache(lambda: self._torch_inference_step(embedding))
         if kernels is None:
-            return torch_step()
-        few_streams_step = self._fused_inference_step(kernels, embedding)
-
-        def step(x_t: Tensor, state: State) -> tuple[Tensor, State]:
-            if x_t.shape[0] <= FEW_STREAMS:
-                return few_streams_step(x_t, state)
-            return torch_step()(x_t, state)
-
-        return step
+            return self._torch_inference_step(embedding)
+        return by_stream_count(
+            self._fused_inference_step(kernels, embedding), lambda: self._torch_inference_step(embedding)
+        )
 
     def _fused_inference_step(self, kernels: GenerationKernels, embedding: Tensor | None) -> Step:
         """The step as one C call (``GenerationKernels.lstm_layer``): z = (the folded embedding's row, or

@@ -17,14 +17,13 @@ already the row ``[1, N]``; with more streams it is copied back to ``[B, N]``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from lmtrain.kernels import fused_applies
-from lmtrain.kernels.generate import FEW_STREAMS, generation_kernels
+from lmtrain.kernels.generate import by_stream_count, generation_kernels
 
 MIN_PANELS = 4
 """At least this many panels, or one per thread where torch has more (fewer only where N does not
@@ -73,16 +72,16 @@ class ColumnPanels:
 def generation_linear(weight: Tensor, bias: Tensor | None = None) -> Callable[[Tensor], Tensor]:
     """``x -> x W^T + bias`` for generation, ``weight`` ``[N, K]`` in ``nn.Linear``'s layout: the C kernel
     (``lmtrain.kernels.generate``) for up to ``FEW_STREAMS`` fp32 CPU rows where it builds, column panels
-    otherwise (laid out on first use). Both read the weights as they are now."""
+    otherwise (laid out on first use where the kernel serves too). Both read the weights as they are now."""
     weight = weight.detach()
     bias = None if bias is None else bias.detach()
-    panels = functools.cache(lambda: ColumnPanels(weight.t()))  # [K, N]
+
+    def panels_linear() -> Callable[[Tensor], Tensor]:
+        panels = ColumnPanels(weight.t())  # [K, N]
+        return lambda x: panels(x, bias)
+
     kernels = generation_kernels() if fused_applies(weight) else None
     if kernels is None:
-        return lambda x: panels()(x, bias)
+        return panels_linear()
     few_rows = kernels.linear_layer(weight.contiguous(), bias)
-
-    def linear(x: Tensor) -> Tensor:
-        return few_rows(x.contiguous()) if x.shape[0] <= FEW_STREAMS else panels()(x, bias)
-
-    return linear
+    return by_stream_count(lambda x: few_rows(x.contiguous()), panels_linear)

@@ -15,8 +15,13 @@ These kernels do that arithmetic in one pass. They are optional: where no C comp
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 from torch import Tensor
+
+SIZE, ADDRESS = ctypes.c_int64, ctypes.c_void_p
+"""The C types of the kernels' arguments: sizes are ``int64_t``, tensors are passed by address."""
 
 
 def fused_applies(*tensors: Tensor) -> bool:
@@ -31,3 +36,12 @@ def pointer(tensor: Tensor | None) -> int | None:
     if not tensor.is_contiguous():
         raise ValueError("the C kernels need contiguous tensors")
     return tensor.data_ptr()
+
+
+def c_function(library: ctypes.CDLL, name: str, argument_types: list, result=None):
+    """The library's C function ``name``, told its argument and result types (so that ctypes converts the
+    Python values it is called with, and checks their number)."""
+    function = getattr(library, name)
+    function.argtypes = argument_types
+    function.restype = result
+    return function

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from lmtrain.kernels import pointer
+from lmtrain.kernels import ADDRESS, SIZE, c_function, pointer
 from lmtrain.kernels.compiler import kernel_library
 
 FEW_STREAMS = 16
@@ -78,16 +78,10 @@ class GenerationKernels:
     CPU tensors."""
 
     def __init__(self, library: ctypes.CDLL):
-        size, address = ctypes.c_int64, ctypes.c_void_p
-        self._lstm_step = library.lstm_generate_step
-        self._lstm_step.argtypes = [size, size, size, address, address, size, *[address] * 7]
-        self._lstm_step.restype = ctypes.c_int
-        self._linear = library.linear_few_rows
-        self._linear.argtypes = [size, size, size, *[address] * 4]
-        self._linear.restype = None
-        self._draw = library.draw_tokens
-        self._draw.argtypes = [size, size, *[address] * 3]
-        self._draw.restype = None
+        lstm_arguments = [SIZE, SIZE, SIZE, ADDRESS, ADDRESS, SIZE, *[ADDRESS] * 7]
+        self._lstm_step = c_function(library, "lstm_generate_step", lstm_arguments, result=ctypes.c_int)
+        self._linear = c_function(library, "linear_few_rows", [SIZE, SIZE, SIZE, *[ADDRESS] * 4])
+        self._draw = c_function(library, "draw_tokens", [SIZE, SIZE, *[ADDRESS] * 3])
 
     def lstm_layer(
         self,
@@ -130,6 +124,17 @@ class GenerationKernels:
         tokens = torch.empty(streams, dtype=torch.int64)
         self._draw(streams, vocab, *map(pointer, (probs, uniforms, tokens)))
         return tokens
+
+
+def by_stream_count(few_streams: Callable, make_many_streams: Callable[[], Callable]) -> Callable:
+    """A function that calls ``few_streams`` for up to ``FEW_STREAMS`` streams (the rows of its first
+    argument), and for more the function ``make_many_streams()`` returns, made on first use."""
+    many_streams = functools.cache(make_many_streams)
+
+    def call(x: Tensor, *rest):
+        return few_streams(x, *rest) if x.shape[0] <= FEW_STREAMS else many_streams()(x, *rest)
+
+    return call
 
 
 @functools.cache

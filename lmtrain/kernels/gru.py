@@ -12,7 +12,7 @@ import functools
 
 from torch import Tensor
 
-from lmtrain.kernels import pointer
+from lmtrain.kernels import ADDRESS, SIZE, c_function, pointer
 from lmtrain.kernels.compiler import kernel_library
 
 
@@ -20,18 +20,15 @@ class GRUStepKernels:
     """The two forward passes and the two backward passes of a step, on ``[B, 3H]`` gates (u, r, c̃)."""
 
     def __init__(self, library: ctypes.CDLL):
-        sizes, address = [ctypes.c_int64] * 2, ctypes.c_void_p
-        self._functions = {}
-        for name, count in (
-            ("gru_forward_gates", 4),
-            ("gru_forward_state", 4),
-            ("gru_backward_candidate", 3),
-            ("gru_backward_gates", 7),
-        ):
-            function = getattr(library, name)
-            function.argtypes = [*sizes, *[address] * count]
-            function.restype = None
-            self._functions[name] = function
+        self._functions = {
+            name: c_function(library, name, [SIZE, SIZE, *[ADDRESS] * tensors])
+            for name, tensors in (
+                ("gru_forward_gates", 4),
+                ("gru_forward_state", 4),
+                ("gru_backward_candidate", 3),
+                ("gru_backward_gates", 7),
+            )
+        }
 
     def _call(self, name: str, hidden_like: Tensor, *tensors: Tensor) -> None:
         batch, hidden = hidden_like.shape

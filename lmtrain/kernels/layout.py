@@ -8,13 +8,12 @@ the transposed view of a contiguous one, and the kernels built) and ``matrix.con
 
 from __future__ import annotations
 
-import ctypes
 import functools
 from collections.abc import Callable
 
 from torch import Tensor
 
-from lmtrain.kernels import fused_applies
+from lmtrain.kernels import ADDRESS, SIZE, c_function, fused_applies
 from lmtrain.kernels.compiler import kernel_library
 
 
@@ -23,10 +22,7 @@ def _transpose() -> Callable | None:
     library = kernel_library()
     if library is None:
         return None
-    function = library.transpose
-    function.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
-    function.restype = None
-    return function
+    return c_function(library, "transpose", [SIZE, SIZE, ADDRESS, ADDRESS])
 
 
 def contiguous(matrix: Tensor) -> Tensor:

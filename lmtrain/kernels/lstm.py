@@ -14,7 +14,7 @@ import functools
 
 from torch import Tensor
 
-from lmtrain.kernels import pointer
+from lmtrain.kernels import ADDRESS, SIZE, c_function, pointer
 from lmtrain.kernels.compiler import kernel_library
 
 
@@ -22,13 +22,8 @@ class LSTMStepKernels:
     """``forward`` and ``backward`` of one LSTM step's gate arithmetic on ``[B, 4H]`` gates (u, f, C̃, o)."""
 
     def __init__(self, library: ctypes.CDLL):
-        sizes, address = [ctypes.c_int64] * 2, ctypes.c_void_p
-        self._forward = library.lstm_forward_step
-        self._forward.argtypes = [*sizes, *[address] * 5]
-        self._forward.restype = None
-        self._backward = library.lstm_backward_step
-        self._backward.argtypes = [*sizes, *[address] * 7]
-        self._backward.restype = None
+        self._forward = c_function(library, "lstm_forward_step", [SIZE, SIZE, *[ADDRESS] * 5])
+        self._backward = c_function(library, "lstm_backward_step", [SIZE, SIZE, *[ADDRESS] * 7])
 
     def forward(self, product: Tensor, gates: Tensor, c_prev: Tensor, c: Tensor, a: Tensor) -> None:
         """``product`` ``[B, 4H]`` = a<t-1> W_aa^T and ``gates`` ``[B, 4H]`` = W_ax x<t> + b in, so that
