@@ -1,6 +1,7 @@
-"""The two product helpers behind the speed work: `StepProduct` (a time loop's per-step product on oneDNN)
-and `ColumnPanels` (generation's matrix-vector products shared out across cores). Each must compute the
-plain product, and the windows that use oneDNN must still equal the cell-by-cell loop."""
+"""The two product helpers behind the speed work: `StepProduct` (a time loop's per-step product, on the C
+panel kernel, oneDNN or addmm) and `ColumnPanels` (generation's matrix-vector products shared out across
+cores). Each must compute the plain product, and the windows on laid-out weights must still equal the
+cell-by-cell loop."""
 
 import pytest
 import torch
@@ -9,75 +10,130 @@ from torch.testing import assert_close
 from lmtrain.cells import build_layer, step_product
 from lmtrain.cells.panels import ColumnPanels, panel_count
 from lmtrain.cells.step_product import LAYOUT_MIN_STEPS, ONEDNN_MIN_WIDTH, StepProduct, onednn_available
+from lmtrain.kernels.panel_product import PanelWeight, panel_product_available
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN linear operators")
 
 
-@needs_onednn
+needs_panels = pytest.mark.skipif(not panel_product_available(), reason="the C kernels are not built here")
+BACKEND_MARKS = {"panels": needs_panels, "onednn": needs_onednn, "addmm": []}
+EVERY_BACKEND = [pytest.param(name, marks=marks) for name, marks in BACKEND_MARKS.items()]
+LAID_OUT_BACKENDS = [pytest.param(name, marks=BACKEND_MARKS[name]) for name in ("panels", "onednn")]
+
+
+@pytest.mark.parametrize("backend", EVERY_BACKEND)
 @pytest.mark.parametrize("with_add", [False, True])
-def test_step_product_on_onednn_equals_the_plain_product_and_leaves_its_inputs(with_add):
+def test_step_product_equals_the_plain_product_and_leaves_its_inputs(backend, with_add):
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(1024, 512, generator=generator)  # nn.Linear layout: [N, K]
     x = torch.randn(5, 512, generator=generator)
     add = torch.randn(5, 1024, generator=generator) if with_add else None
-    x_before, add_before = x.clone(), None if add is None else add.clone()
-    product = StepProduct(weight, batch=5)
-    assert product.use_onednn
+    x_before, add_before, weight_before = x.clone(), None if add is None else add.clone(), weight.clone()
+    product = StepProduct(weight, batch=5, backend=backend)
+    assert product.backend == backend
     expected = x @ weight.t() + (0 if add is None else add)
     assert_close(product(x, add), expected, rtol=1e-5, atol=1e-4)
-    assert_close(StepProduct(weight, 5, use_onednn=False)(x, add), expected, rtol=1e-5, atol=1e-4)
     assert torch.equal(x, x_before) and (add is None or torch.equal(add, add_before))
+    assert torch.equal(weight, weight_before)
 
 
-@needs_onednn
-def test_step_product_on_onednn_reads_strided_operands_and_other_batch_sizes():
-    """The windows pass column slices (`z[:, :2H]`) and transposed weights; the packed weight was laid out
-    for one batch size but must also serve another (a window's last, shorter batch never happens, but a
-    caller may)."""
+@pytest.mark.parametrize("backend", EVERY_BACKEND)
+def test_step_product_reads_strided_operands_and_fewer_rows(backend):
+    """The windows pass column slices (`z[:, :2H]`) and transposed weights; the weight laid out for one
+    batch size must also serve a smaller one."""
     generator = torch.Generator().manual_seed(1)
     weight = torch.randn(512, 1024, generator=generator).t()  # a transposed view: [1024, 512]
     x = torch.randn(512, 3, generator=generator).t()  # [3, 512], not contiguous
     add = torch.randn(3, 2048, generator=generator)[:, ::2]  # [3, 1024], strided
-    product = StepProduct(weight, batch=8)
-    assert product.use_onednn
+    product = StepProduct(weight, batch=8, backend=backend)
     assert_close(product(x, add), add + x @ weight.t(), rtol=1e-5, atol=1e-4)
 
 
-def test_step_product_keeps_addmm_where_onednn_does_not_pay_or_cannot_run(monkeypatch):
+@needs_panels
+@pytest.mark.parametrize("rows, inputs, outputs", [(1, 1, 1), (7, 5, 17), (13, 700, 19), (20, 650, 2600), (64, 33, 48)])
+def test_the_panel_kernel_handles_every_edge_of_its_blocks(rows, inputs, outputs):
+    """Row blocks of 6, panels of 16 columns and stretches of 512 inputs, with remainders of each; the
+    weight packed from its own layout and from a transposed view."""
+    generator = torch.Generator().manual_seed(rows)
+    weight = torch.randn(outputs, inputs, generator=generator)
+    weight_t = torch.randn(inputs, outputs, generator=generator)
+    x, add = torch.randn(rows, inputs, generator=generator), torch.randn(rows, outputs, generator=generator)
+    assert_close(PanelWeight(weight, rows)(x), x @ weight.t(), rtol=1e-5, atol=1e-4)
+    assert_close(PanelWeight(weight_t.t(), rows)(x, add), add + x @ weight_t, rtol=1e-5, atol=1e-4)
+
+
+@needs_panels
+def test_the_panel_kernel_gives_the_same_bits_on_any_number_of_threads():
+    generator = torch.Generator().manual_seed(3)
+    weight, x = torch.randn(2048, 512, generator=generator), torch.randn(64, 512, generator=generator)
+    product = PanelWeight(weight, 64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = product(x)
+        torch.set_num_threads(2)
+        two = product(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
+@needs_panels
+def test_the_panel_kernel_refuses_what_it_cannot_multiply():
+    product = PanelWeight(torch.randn(8, 4), batch=2)
+    with pytest.raises(ValueError, match="does not fit"):
+        product(torch.randn(3, 4))  # more rows than the scratch was made for
+    with pytest.raises(ValueError, match="does not fit"):
+        product(torch.randn(2, 5))
+    with pytest.raises(ValueError, match="fp32 CPU"):
+        product(torch.randn(2, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="add"):
+        product(torch.randn(2, 4), torch.randn(2, 9))
+
+
+def test_step_product_picks_the_fastest_backend_that_applies(monkeypatch):
     wide = torch.randn(ONEDNN_MIN_WIDTH, ONEDNN_MIN_WIDTH)
-    assert not StepProduct(wide.double(), 4).use_onednn  # float64: oneDNN's linear is fp32/bf16 only
-    assert not StepProduct(wide[:, : ONEDNN_MIN_WIDTH - 1], 4).use_onednn  # too narrow to gain
-    assert not StepProduct(wide.bfloat16(), 4).use_onednn  # bf16 under autocast: addmm, as autocast would
-    monkeypatch.setattr(step_product, "onednn_available", lambda: False)
-    assert not StepProduct(wide, 4).use_onednn  # a torch built without oneDNN
+    narrow = wide[:, : ONEDNN_MIN_WIDTH - 1]
+    expected_fp32 = "panels" if panel_product_available() else "onednn" if onednn_available() else "addmm"
+    assert StepProduct(wide, 4).backend == expected_fp32
+    assert StepProduct(wide.double(), 4).backend == "addmm"  # float64: neither kernel takes it
+    assert StepProduct(wide.bfloat16(), 4).backend == "addmm"  # bf16 under autocast: addmm, as autocast would
+    monkeypatch.setattr(step_product, "panel_product_available", lambda: False)  # no C compiler
+    assert StepProduct(wide, 4).backend == ("onednn" if onednn_available() else "addmm")
+    assert StepProduct(narrow, 4).backend == "addmm"  # too narrow for oneDNN to gain
+    monkeypatch.setattr(step_product, "onednn_available", lambda: False)  # a torch built without oneDNN
+    assert StepProduct(wide, 4).backend == "addmm"
     x = torch.randn(4, ONEDNN_MIN_WIDTH)
     assert_close(StepProduct(wide, 4)(x), x @ wide.t())
+    with pytest.raises(ValueError, match="backend"):
+        StepProduct(wide, 4, backend="blas")
 
 
 def test_a_short_loop_multiplies_the_weight_as_it_is():
-    """Fewer than LAYOUT_MIN_STEPS products do not repay a layout: no oneDNN reorder, no transposed copy."""
+    """Fewer than LAYOUT_MIN_STEPS products do not repay a layout: no packing, no transposed copy."""
     weight = torch.randn(ONEDNN_MIN_WIDTH, ONEDNN_MIN_WIDTH)
     product = StepProduct(weight, 4, steps=LAYOUT_MIN_STEPS - 1)
-    assert not product.use_onednn
+    assert product.backend == "addmm"
     assert product.weight_t.data_ptr() == weight.data_ptr()  # a view of the weight
     x, add = torch.randn(4, ONEDNN_MIN_WIDTH), torch.randn(4, ONEDNN_MIN_WIDTH)
     assert_close(product(x, add), add + x @ weight.t())
-    assert StepProduct(weight, 4, steps=LAYOUT_MIN_STEPS).use_onednn == onednn_available()
+    assert StepProduct(weight, 4, steps=LAYOUT_MIN_STEPS).backend == StepProduct(weight, 4).backend
 
 
-@needs_onednn
+@pytest.mark.parametrize("backend", LAID_OUT_BACKENDS)
 @pytest.mark.parametrize("kind", ["lstm", "gru", "gru-cudnn"])
-def test_windows_on_onednn_equal_the_cell_loop(kind, monkeypatch):
-    """At H = 512 in fp32 the hand-written windows run their per-step products on oneDNN; outputs and every
-    gradient must match autograd through the step-by-step `_cell` loop (which uses addmm)."""
+def test_windows_on_laid_out_weights_equal_the_cell_loop(kind, backend, monkeypatch):
+    """At H = 512 in fp32 the hand-written windows run their per-step products on the panels or oneDNN;
+    outputs and every gradient must match autograd through the step-by-step `_cell` loop (addmm)."""
     chosen = []
     original_init = StepProduct.__init__
 
     def recording_init(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
-        chosen.append(self.use_onednn)
+        chosen.append(self.backend)
 
     monkeypatch.setattr(StepProduct, "__init__", recording_init)
+    monkeypatch.setattr(StepProduct, "choose_backend", staticmethod(lambda weight, short_loop: backend))
     torch.manual_seed(0)
     cell, options = {
         "lstm": ("lstm", {}),
@@ -92,7 +148,7 @@ def test_windows_on_onednn_equal_the_cell_loop(kind, monkeypatch):
         y, final = run(x, state)
         loss = (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum() + final[-1].sum()
         results.append((y, final, torch.autograd.grad(loss, (x, *state, *layer.parameters()))))
-    assert chosen and all(chosen), "the window did not use oneDNN"
+    assert chosen and set(chosen) == {backend}, f"the window did not use {backend}"
     (y, final, grads), (y_ref, final_ref, grads_ref) = results
     assert_close((y, final), (y_ref, final_ref), rtol=1e-4, atol=1e-5)
     for got, expected in zip(grads, grads_ref, strict=True):
@@ -143,7 +199,8 @@ def test_a_onednn_operator_that_computes_something_else_is_not_used(monkeypatch)
     step_product.onednn_available.cache_clear()
     try:
         assert not onednn_available()
-        assert not StepProduct(torch.randn(ONEDNN_MIN_WIDTH, ONEDNN_MIN_WIDTH), 4).use_onednn
+        monkeypatch.setattr(step_product, "panel_product_available", lambda: False)
+        assert StepProduct(torch.randn(ONEDNN_MIN_WIDTH, ONEDNN_MIN_WIDTH), 4).backend == "addmm"
     finally:
         monkeypatch.undo()
         step_product.onednn_available.cache_clear()

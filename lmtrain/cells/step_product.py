@@ -1,17 +1,18 @@
-"""The small matrix product a time loop repeats at every step, on the fastest CPU kernel torch has.
+"""The small matrix product a time loop repeats at every step, on the fastest CPU kernel at hand.
 
 Inside a window, each step multiplies ``B`` rows by the same recurrent weight: ``a<t-1> W_aa^T`` forward
-(``[B, H] x [H, G*H]``) and ``dz<t> W_aa`` backward (``[B, G*H] x [G*H, H]``). With ``B`` = 64 these are
-thin products that MKL's general ``addmm`` runs well below the machine's peak (about 60% at H = 1024 on
-the README's CPU), while oneDNN, the library behind ``nn.LSTM`` on a CPU, has kernels for exactly this
-shape that run on the weight laid out once in its own blocked format: 1.0-1.4x faster at H = 512 there
-(see ``ONEDNN_MIN_WIDTH``).
+(``[B, H] x [H, G*H]``) and ``dz<t> W_aa`` backward (``[B, G*H] x [G*H, H]``). With ``B`` = 20-64 these
+are thin products that MKL's general ``addmm`` runs well below the machine's peak (about 60% at H = 1024
+on the README's CPU). Two kernels do better with the weight laid out once per window:
 
-``StepProduct(weight, batch)`` lays the weight out once per window and then computes
-``add + x @ weight^T`` (or ``x @ weight^T``) at each step. It uses oneDNN (``torch.ops.mkldnn``, the
-operators torch's compiler uses for linear layers on a CPU) for fp32 CPU tensors when torch was built with
-it and the weight is large enough to gain, and ``torch.addmm`` everywhere else (CUDA, float64, bf16, small
-weights, or a torch without those operators); the two agree to float rounding.
+- ``panels``: lmtrain's own C kernel (``lmtrain/kernels/panel_product.c``), a register-blocked product
+  for exactly this shape, 1.0-1.3x oneDNN's speed and 1.0-1.8x ``addmm``'s on the README's CPU;
+- ``onednn``: oneDNN (``torch.ops.mkldnn``, the library behind ``nn.LSTM`` on a CPU, through the
+  operators torch's compiler uses for linear layers), 1.0-1.4x ``addmm``'s at H >= 512.
+
+``StepProduct(weight, batch)`` picks the first that applies: ``panels`` for fp32 CPU tensors when the C
+kernels are built, ``onednn`` for fp32 CPU weights of ``ONEDNN_MIN_WIDTH`` or more when torch has it, and
+``addmm`` everywhere else (CUDA, float64, bf16, or neither kernel at hand); all agree to float rounding.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import functools
 import torch
 from torch import Tensor
 
+from lmtrain.kernels import fused_applies
 from lmtrain.kernels.layout import contiguous
+from lmtrain.kernels.panel_product import PanelWeight, panel_product_available
 
 ONEDNN_MIN_WIDTH = 512
 """Weights with a shorter side keep ``addmm``. Measured per product on the README's CPU (B = 64): oneDNN
@@ -64,30 +67,42 @@ class StepProduct:
 
     ``weight`` ``[N, K]`` is in ``nn.Linear``'s layout (out features by in features). Each call returns a new
     tensor and leaves ``x`` and ``add`` as they are. ``steps``, when given, is how many products the loop
-    will compute: laying the weight out (oneDNN's blocked format, or a transposed copy for ``addmm``) costs
-    as much as several products, so below ``LAYOUT_MIN_STEPS`` the weight is multiplied as it is.
+    will compute: laying the weight out (panels, oneDNN's blocked format, or a transposed copy for
+    ``addmm``) costs as much as several products, so below ``LAYOUT_MIN_STEPS`` the weight is multiplied as
+    it is. ``backend`` forces one of ``BACKENDS`` (tests and benchmarks); ``self.backend`` is the one used.
     """
 
-    def __init__(self, weight: Tensor, batch: int, steps: int | None = None, use_onednn: bool | None = None):
+    BACKENDS = ("panels", "onednn", "addmm")
+
+    def __init__(self, weight: Tensor, batch: int, steps: int | None = None, backend: str | None = None):
         short_loop = steps is not None and steps < LAYOUT_MIN_STEPS
-        if use_onednn is None:
-            use_onednn = (
-                not short_loop
-                and weight.device.type == "cpu"
-                and weight.dtype == torch.float32
-                and min(weight.shape) >= ONEDNN_MIN_WIDTH
-                and onednn_available()
-            )
-        self.use_onednn = use_onednn
-        if use_onednn:
+        self.backend = backend or self.choose_backend(weight, short_loop)
+        if self.backend not in self.BACKENDS:
+            raise ValueError(f"backend {self.backend!r} is not one of {', '.join(self.BACKENDS)}")
+        if self.backend == "panels":
+            self.panels = PanelWeight(weight, batch)
+        elif self.backend == "onednn":
             self.weight = torch.ops.mkldnn._reorder_linear_weight(contiguous(weight), batch)
         else:
             # [K, N]: a contiguous copy multiplies faster; a short loop does not repay the copy.
             self.weight_t = weight.t() if short_loop else contiguous(weight.t())
 
+    @staticmethod
+    def choose_backend(weight: Tensor, short_loop: bool) -> str:
+        """The fastest backend that applies to ``weight`` (see the module's docstring)."""
+        if short_loop or not fused_applies(weight):
+            return "addmm"
+        if panel_product_available():
+            return "panels"
+        if min(weight.shape) >= ONEDNN_MIN_WIDTH and onednn_available():
+            return "onednn"
+        return "addmm"
+
     def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
         """``add + x @ weight^T`` (or ``x @ weight^T``): ``x`` ``[B, K]``, ``add`` ``[B, N]``."""
-        if self.use_onednn:
+        if self.backend == "panels":
+            return self.panels(x, add)
+        if self.backend == "onednn":
             if add is None:
                 return torch.ops.mkldnn._linear_pointwise(x, self.weight, None, "none", [], "")
             return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.weight, None, "add")
