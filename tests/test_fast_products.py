@@ -62,6 +62,27 @@ def test_the_panel_kernel_handles_every_edge_of_its_blocks(rows, inputs, outputs
     assert_close(PanelWeight(weight_t.t(), rows)(x, add), add + x @ weight_t, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("backend", EVERY_BACKEND)
+def test_step_product_writes_into_a_given_buffer(backend):
+    """The fused loops reuse one buffer for every step's product instead of allocating one per step."""
+    generator = torch.Generator().manual_seed(4)
+    weight, x = torch.randn(48, 32, generator=generator), torch.randn(6, 32, generator=generator)
+    add = torch.randn(6, 48, generator=generator)
+    buffer = torch.full((6, 48), float("nan"))
+    product = StepProduct(weight, batch=6, backend=backend)
+    assert product(x, add, out=buffer) is buffer
+    assert_close(buffer, add + x @ weight.t(), rtol=1e-5, atol=1e-5)
+
+
+@needs_panels
+def test_the_panel_kernel_refuses_a_buffer_of_the_wrong_shape():
+    product = PanelWeight(torch.randn(8, 4), batch=2)
+    with pytest.raises(ValueError, match="out must be"):
+        product(torch.randn(2, 4), out=torch.empty(2, 9))
+    with pytest.raises(ValueError, match="out must be"):
+        product(torch.randn(2, 4), out=torch.empty(8, 2).t())
+
+
 @needs_panels
 def test_the_panel_kernel_gives_the_same_bits_on_any_number_of_threads():
     generator = torch.Generator().manual_seed(3)

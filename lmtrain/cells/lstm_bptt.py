@@ -141,10 +141,11 @@ def _forward_loop_fused(
     recurrent = StepProduct(weight_aa, batch, steps)
     cells = gates.new_empty(steps, batch, hidden)
     y = gates.new_empty(steps, batch, hidden)
+    product = gates.new_empty(batch, 4 * hidden)  # a<t-1> W_aa^T, one buffer for every step
     a, c = a0, c0
     for z, c_t, a_t in zip(gates, cells, y, strict=True):  # [B, 4H], [B, H], [B, H]
-        # a<t-1> W_aa^T in a new tensor; the kernel adds it to the input half in z and activates.
-        kernels.forward(recurrent(a), z, c, c_t, a_t)
+        # the kernel adds the recurrent product to the input half in z and activates
+        kernels.forward(recurrent(a, out=product), z, c, c_t, a_t)
         a, c = a_t, c_t
     return cells, y
 
@@ -229,7 +230,7 @@ def _backward_loop_fused(
     for t, (gates_t, c_prev, c_t, dz, dy) in reversed(list(enumerate(per_step))):
         kernels.backward(gates_t, c_prev, c_t, from_next_step, dy, grad_c, dz)  # dz<t>; grad_c <- dC<t-1>
         if t > 0:
-            from_next_step = recurrent(dz)  # [B, 4H] x [4H, H]
+            recurrent(dz, out=from_next_step)  # [B, 4H] x [4H, H], into the buffer the kernel has read
     return grad_z
 
 

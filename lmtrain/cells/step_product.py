@@ -98,10 +98,14 @@ class StepProduct:
             return "onednn"
         return "addmm"
 
-    def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
-        """``add + x @ weight^T`` (or ``x @ weight^T``): ``x`` ``[B, K]``, ``add`` ``[B, N]``."""
+    def __call__(self, x: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+        """``add + x @ weight^T`` (or ``x @ weight^T``): ``x`` ``[B, K]``, ``add`` ``[B, N]``. ``out``, a
+        contiguous ``[B, N]`` tensor of the weight's dtype, receives the result when given (a loop that
+        consumes each product before the next reuses one buffer instead of allocating one per step)."""
         if self.backend == "panels":
-            return self.panels(x, add)
+            return self.panels(x, add, out)
+        if out is not None:
+            return out.copy_(self(x, add))
         if self.backend == "onednn":
             if add is None:
                 return torch.ops.mkldnn._linear_pointwise(x, self.weight, None, "none", [], "")

@@ -54,8 +54,9 @@ class PanelWeight:
         self.batch = batch
         self._packed_rows = weight.new_empty(kernels.rows_size(batch, self.in_features))  # scratch
 
-    def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
-        """``add + x @ weight^T`` (or ``x @ weight^T``) as a new tensor: ``x`` ``[M, K]``, ``add`` ``[M, N]``."""
+    def __call__(self, x: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+        """``add + x @ weight^T`` (or ``x @ weight^T``): ``x`` ``[M, K]``, ``add`` ``[M, N]``; written into
+        ``out`` (a contiguous ``[M, N]`` tensor that overlaps neither) when given, else a new tensor."""
         rows = x.shape[0]
         if not fused_applies(x, *([] if add is None else [add])):
             raise ValueError("the panel product takes fp32 CPU tensors")
@@ -65,7 +66,10 @@ class PanelWeight:
             raise ValueError(f"add {tuple(add.shape)} is not [{rows}, {self.out_features}]")
         # contiguous copies kept in names until the call returns (a bare temporary would be freed first)
         x, add = x.contiguous(), None if add is None else add.contiguous()
-        out = x.new_empty(rows, self.out_features)
+        if out is None:
+            out = x.new_empty(rows, self.out_features)
+        elif out.shape != (rows, self.out_features) or not (fused_applies(out) and out.is_contiguous()):
+            raise ValueError(f"out must be a contiguous fp32 CPU tensor of [{rows}, {self.out_features}]")
         self._kernels.product(
             rows, self.out_features, self.in_features, pointer(x), self.packed.data_ptr(), pointer(add),
             out.data_ptr(), self._packed_rows.data_ptr(),
