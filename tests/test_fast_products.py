@@ -10,7 +10,7 @@ from torch.testing import assert_close
 from lmtrain.cells import build_layer, step_product
 from lmtrain.cells.panels import ColumnPanels, panel_count
 from lmtrain.cells.step_product import LAYOUT_MIN_STEPS, ONEDNN_MIN_WIDTH, StepProduct, onednn_available
-from lmtrain.kernels.panel_product import PanelWeight, panel_product_available
+from lmtrain.kernels.panel_product import PanelWeight, panel_product_available, panel_product_pays
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN linear operators")
 
@@ -115,11 +115,11 @@ def test_the_panel_kernel_refuses_what_it_cannot_multiply():
 def test_step_product_picks_the_fastest_backend_that_applies(monkeypatch):
     wide = torch.randn(ONEDNN_MIN_WIDTH, ONEDNN_MIN_WIDTH)
     narrow = wide[:, : ONEDNN_MIN_WIDTH - 1]
-    expected_fp32 = "panels" if panel_product_available() else "onednn" if onednn_available() else "addmm"
+    expected_fp32 = "panels" if panel_product_pays(ONEDNN_MIN_WIDTH) else "onednn" if onednn_available() else "addmm"
     assert StepProduct(wide, 4).backend == expected_fp32
     assert StepProduct(wide.double(), 4).backend == "addmm"  # float64: neither kernel takes it
     assert StepProduct(wide.bfloat16(), 4).backend == "addmm"  # bf16 under autocast: addmm, as autocast would
-    monkeypatch.setattr(step_product, "panel_product_available", lambda: False)  # no C compiler
+    monkeypatch.setattr(step_product, "panel_product_pays", lambda rows: False)  # no C compiler, or AVX-512
     assert StepProduct(wide, 4).backend == ("onednn" if onednn_available() else "addmm")
     assert StepProduct(narrow, 4).backend == "addmm"  # too narrow for oneDNN to gain
     monkeypatch.setattr(step_product, "onednn_available", lambda: False)  # a torch built without oneDNN
@@ -128,6 +128,22 @@ def test_step_product_picks_the_fastest_backend_that_applies(monkeypatch):
     assert_close(StepProduct(wide, 4)(x), x @ wide.t())
     with pytest.raises(ValueError, match="backend"):
         StepProduct(wide, 4, backend="blas")
+
+
+@needs_panels
+def test_the_panels_are_chosen_only_where_they_were_measured_to_pay(monkeypatch):
+    """The panel product beats torch's kernels when built with OpenMP and AVX2 (not AVX-512, not the
+    portable one-thread build) and when each thread gets at least 4 panels of 16 rows."""
+    from lmtrain.kernels import panel_product
+
+    kernels = panel_product._kernels()
+    monkeypatch.setattr(kernels, "tuned", True)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert panel_product_pays(128) and not panel_product_pays(127)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert panel_product_pays(1024) and not panel_product_pays(512)
+    monkeypatch.setattr(kernels, "tuned", False)
+    assert not panel_product_pays(4096)
 
 
 def test_a_short_loop_multiplies_the_weight_as_it_is():
@@ -220,7 +236,7 @@ def test_a_onednn_operator_that_computes_something_else_is_not_used(monkeypatch)
     step_product.onednn_available.cache_clear()
     try:
         assert not onednn_available()
-        monkeypatch.setattr(step_product, "panel_product_available", lambda: False)
+        monkeypatch.setattr(step_product, "panel_product_pays", lambda rows: False)
         assert StepProduct(torch.randn(ONEDNN_MIN_WIDTH, ONEDNN_MIN_WIDTH), 4).backend == "addmm"
     finally:
         monkeypatch.undo()

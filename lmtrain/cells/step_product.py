@@ -11,7 +11,7 @@ on the README's CPU). Two kernels do better with the weight laid out once per wi
   operators torch's compiler uses for linear layers), 1.0-1.4x ``addmm``'s at H >= 512.
 
 ``StepProduct(weight, batch)`` picks the first that applies: ``panels`` for fp32 CPU tensors when the C
-kernels are built, ``onednn`` for fp32 CPU weights of ``ONEDNN_MIN_WIDTH`` or more when torch has it, and
+kernels are built for a CPU like the one measured (see ``panel_product_pays``), ``onednn`` for fp32 CPU weights of ``ONEDNN_MIN_WIDTH`` or more when torch has it, and
 ``addmm`` everywhere else (CUDA, float64, bf16, or neither kernel at hand); all agree to float rounding.
 """
 
@@ -24,7 +24,7 @@ from torch import Tensor
 
 from lmtrain.kernels import fused_applies
 from lmtrain.kernels.layout import contiguous
-from lmtrain.kernels.panel_product import PanelWeight, panel_product_available
+from lmtrain.kernels.panel_product import PanelWeight, panel_product_pays
 
 ONEDNN_MIN_WIDTH = 512
 """Weights with a shorter side keep ``addmm``. Measured per product on the README's CPU (B = 64): oneDNN
@@ -92,7 +92,7 @@ class StepProduct:
         """The fastest backend that applies to ``weight`` (see the module's docstring)."""
         if short_loop or not fused_applies(weight):
             return "addmm"
-        if panel_product_available():
+        if panel_product_pays(weight.shape[0]):
             return "panels"
         if min(weight.shape) >= ONEDNN_MIN_WIDTH and onednn_available():
             return "onednn"

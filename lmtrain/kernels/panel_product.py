@@ -18,8 +18,13 @@ from lmtrain.kernels import ADDRESS, SIZE, c_function, fused_applies, pointer
 from lmtrain.kernels.compiler import kernel_library
 
 
+PANEL_WIDTH = 16
+"""Output columns per panel (``panel_product.c``); the threads share the panels out."""
+
+
 class _PanelKernels:
     def __init__(self, library: ctypes.CDLL):
+        self.tuned = bool(c_function(library, "panel_product_tuned", [], ctypes.c_int)())
         self.weight_size = c_function(library, "packed_weight_size", [SIZE, SIZE], SIZE)
         self.rows_size = c_function(library, "packed_rows_size", [SIZE, SIZE], SIZE)
         self.pack_weight = c_function(library, "pack_weight", [SIZE, SIZE, ADDRESS, SIZE, SIZE, ADDRESS])
@@ -33,8 +38,19 @@ def _kernels() -> _PanelKernels | None:
 
 
 def panel_product_available() -> bool:
-    """Whether the C kernels are built and loaded in this process."""
+    """Whether the C kernels are built and loaded in this process (the product then computes correctly)."""
     return _kernels() is not None
+
+
+def panel_product_pays(out_features: int) -> bool:
+    """Whether the panel product is expected to beat torch's kernels for a weight of ``out_features`` rows:
+    the kernels were built for the CPU they were measured on (``panel_product_tuned`` in C: OpenMP and
+    AVX2 without AVX-512), and every thread gets at least 4 panels of work (with one or two it would wait
+    on its neighbours; on many-core machines oneDNN divides thin products better)."""
+    kernels = _kernels()
+    if kernels is None or not kernels.tuned:
+        return False
+    return out_features >= 4 * PANEL_WIDTH * torch.get_num_threads()
 
 
 class PanelWeight:
