@@ -3,6 +3,11 @@ backward, all in one process, interleaved.
 
     python scripts/bench_revisions.py 754a0b4 7b4904a WORKTREE         # H = 128, 512, 1024
     python scripts/bench_revisions.py HEAD~1 WORKTREE --hidden 256 --reps 10
+    python scripts/bench_revisions.py WORKTREE:onednn WORKTREE:panels --hidden 512 1024
+
+A version may name the backend of the per-step products after a colon (`REV:panels`, `REV:onednn`,
+`REV:addmm`; see `lmtrain/cells/step_product.py`): its runs then force that `StepProduct` backend, so
+two product kernels can be compared side by side on the same window code.
 
 Each revision's `lmtrain/cells/lstm_bptt.py` is read with `git show REV:lmtrain/cells/lstm_bptt.py`
 (`WORKTREE`: the file as it is on disk) and loaded as its own module; what it imports from the rest of
@@ -18,6 +23,7 @@ of each and the median, over repetitions, of `nn.LSTM`'s time divided by the ver
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import statistics
 import subprocess
@@ -32,6 +38,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from lmtrain.cells.step_product import StepProduct  # noqa: E402
 
 WINDOW_FILE = "lmtrain/cells/lstm_bptt.py"
 
@@ -52,6 +60,20 @@ def window_module(revision: str, folder: Path) -> ModuleType:
     return module
 
 
+@contextlib.contextmanager
+def product_backend(backend: str | None):
+    """`StepProduct` forced to `backend` inside the block (its own choice when None)."""
+    if backend is None:
+        yield
+        return
+    chosen = StepProduct.choose_backend
+    StepProduct.choose_backend = staticmethod(lambda weight, short_loop: backend)
+    try:
+        yield
+    finally:
+        StepProduct.choose_backend = chosen
+
+
 def window_runs(modules: dict[str, ModuleType], hidden: int, steps: int, batch: int) -> dict[str, Callable]:
     """One forward-and-backward call per version, and one for `nn.LSTM`, on the same data."""
     torch.manual_seed(0)
@@ -63,10 +85,13 @@ def window_runs(modules: dict[str, ModuleType], hidden: int, steps: int, batch: 
     grad_y = torch.randn(steps, batch, hidden)
     reference = torch.nn.LSTM(hidden, hidden)
 
-    def ours(module: ModuleType) -> Callable[[], None]:
+    def ours(name: str, module: ModuleType) -> Callable[[], None]:
+        backend = name.partition(":")[2] or None
+
         def run() -> None:
-            y, _ = module.lstm_window(x, weight_ax, bias, weight_aa, a0, c0)
-            y.backward(grad_y)
+            with product_backend(backend):
+                y, _ = module.lstm_window(x, weight_ax, bias, weight_aa, a0, c0)
+                y.backward(grad_y)
 
         return run
 
@@ -74,12 +99,14 @@ def window_runs(modules: dict[str, ModuleType], hidden: int, steps: int, batch: 
         y, _ = reference(x)
         y.backward(grad_y)
 
-    return {**{name: ours(module) for name, module in modules.items()}, "nn.LSTM": native}
+    return {**{name: ours(name, module) for name, module in modules.items()}, "nn.LSTM": native}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("revisions", nargs="+", help="git revisions, or WORKTREE for the file on disk")
+    parser.add_argument(
+        "revisions", nargs="+", help="git revisions, or WORKTREE for the file on disk; REV:BACKEND forces a product backend"
+    )
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 512, 1024])
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 24 * 256 / H, >= 6)")
     parser.add_argument("--batch", type=int, default=64)
@@ -89,7 +116,7 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
-        modules = {revision: window_module(revision, Path(folder)) for revision in args.revisions}
+        modules = {version: window_module(version.partition(":")[0], Path(folder)) for version in args.revisions}
     print(
         f"LSTM layer alone, one window forward+backward: B={args.batch}, T={args.bptt}, E=H; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"

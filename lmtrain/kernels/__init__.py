@@ -1,14 +1,17 @@
-"""Fused CPU kernels for the cells' element-wise step arithmetic, written in C and compiled on first use.
+"""Fused CPU kernels for the cells' steps, written in C and compiled on first use.
 
-The matrix products of a recurrent step already run on torch's best kernels; what eager PyTorch cannot
-fuse is the gate arithmetic around them, a handful of calls per step that each make a pass over memory.
-These kernels do that arithmetic in one pass. They are optional: where no C compiler is found, or
-``LMTRAIN_KERNELS=torch`` is set, the cells run the same equations in torch (see ``kernel_mode``).
+What eager PyTorch cannot fuse is the gate arithmetic around a recurrent step's matrix product, a handful
+of calls per step that each make a pass over memory; these kernels do that arithmetic in one pass. The
+step's thin product itself (a few rows times a fixed weight) also runs here, faster than torch's general
+kernels on the CPUs it was measured on (``panel_product.c``); the large products stay in torch (MKL).
+The kernels are optional: where no C compiler is found, or ``LMTRAIN_KERNELS=torch`` is set, the cells
+run the same equations in torch (see ``kernel_mode``).
 
     compiler.py     builds the C files into one shared library once per machine (cached) and loads it
     fastmath.h      the activations (σ, tanh) from one vectorizable exponential
     lstm_step.c     the LSTM step's gate arithmetic, forward and backward   (lstm.py: its Python face)
     gru_step.c      the notes' GRU step, two passes each way   (gru.py)
+    panel_product.c the windows' per-step matrix products on a weight packed once   (panel_product.py)
     generate.c      a generation step for a few streams, linear layers, the sampling draw   (generate.py)
     layout.c        a tiled transpose for the weights' per-window layouts   (layout.py)
 """
