@@ -7,11 +7,15 @@ README's CPU, interleaved, N = 1,280-4,096 tokens:
 
 - K and G multiples of 16 floats (H = 128 ... 1024): ``dz^T x`` directly, 1.1-1.25x faster;
 - H = E = 650 (the word-level model): ``(x^T dz)^T``, then copied back to ``[G, K]``, 1.05-1.2x faster.
+  The copy is the tiled transpose of ``lmtrain.kernels.layout`` (about 0.5 ms for ``[2600, 650]``
+  against 2.5-4.5 ms for torch's ``.contiguous()``).
 """
 
 from __future__ import annotations
 
 from torch import Tensor
+
+from lmtrain.kernels.layout import contiguous
 
 CACHE_LINE_FLOATS = 16
 
@@ -26,4 +30,4 @@ def weight_gradient(*parts: tuple[Tensor, Tensor]) -> Tensor:
     for x, dz in parts:
         left, right = (dz.t(), x) if direct else (x.t(), dz)
         total = left @ right if total is None else total.addmm_(left, right)
-    return total if direct else total.t().contiguous()
+    return total if direct else contiguous(total.t())
