@@ -47,3 +47,34 @@ def test_bench_revisions_runs_the_working_tree_window_against_nn_lstm(tmp_path):
     assert list(runs) == ["WORKTREE", "nn.LSTM"]
     for run in runs.values():
         run()
+
+
+def test_bench_revisions_forces_the_named_product_backend(tmp_path, monkeypatch):
+    """`REV:BACKEND` runs that version with `StepProduct` forced to BACKEND, and restores the choice."""
+    bench_revisions = _script("bench_revisions")
+    from lmtrain.cells.step_product import StepProduct
+
+    chosen_before = StepProduct.choose_backend
+    used = []
+    original_init = StepProduct.__init__
+
+    def recording_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        used.append(self.backend)
+
+    monkeypatch.setattr(StepProduct, "__init__", recording_init)
+    modules = {"WORKTREE:addmm": bench_revisions.window_module("WORKTREE", tmp_path)}
+    runs = bench_revisions.window_runs(modules, hidden=8, steps=3, batch=2)
+    runs["WORKTREE:addmm"]()
+    assert used and set(used) == {"addmm"}
+    assert StepProduct.choose_backend == chosen_before
+
+
+def test_bench_step_products_times_a_loop_of_products():
+    bench_step_products = _script("bench_step_products")
+    from lmtrain.cells.step_product import StepProduct
+
+    weight, inputs = torch.randn(12, 5), torch.randn(4, 3, 5)
+    out = torch.empty(3, 12)
+    assert bench_step_products.loop_seconds(StepProduct(weight, 3, 4, backend="addmm"), inputs, out) > 0
+    assert torch.allclose(out, inputs[-1] @ weight.t(), atol=1e-6)

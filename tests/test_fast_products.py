@@ -133,15 +133,15 @@ def test_step_product_picks_the_fastest_backend_that_applies(monkeypatch):
 @needs_panels
 def test_the_panels_are_chosen_only_where_they_were_measured_to_pay(monkeypatch):
     """The panel product beats torch's kernels when built with OpenMP and AVX2 (not AVX-512, not the
-    portable one-thread build) and when each thread gets at least 4 panels of 16 rows."""
+    portable one-thread build) and when each thread gets at least 8 panels of 16 rows."""
     from lmtrain.kernels import panel_product
 
     kernels = panel_product._kernels()
     monkeypatch.setattr(kernels, "tuned", True)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert panel_product_pays(128) and not panel_product_pays(127)
+    assert panel_product_pays(256) and not panel_product_pays(255)  # 8 panels a thread, then fewer
     monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
-    assert panel_product_pays(1024) and not panel_product_pays(512)
+    assert panel_product_pays(2048) and not panel_product_pays(2047)
     monkeypatch.setattr(kernels, "tuned", False)
     assert not panel_product_pays(4096)
 

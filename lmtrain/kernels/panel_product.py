@@ -42,15 +42,21 @@ def panel_product_available() -> bool:
     return _kernels() is not None
 
 
+PANELS_PER_THREAD = 8
+"""The panel product is chosen only when each thread gets at least this many panels of 16 rows. With 4
+(H = 128's backward product on 2 threads) it ran at 0.7-1.0x of ``addmm`` on the README's CPU, with 8 or
+more at 1.0-1.6x (``scripts/bench_step_products.py``); on many-core machines oneDNN divides thin
+products better."""
+
+
 def panel_product_pays(out_features: int) -> bool:
     """Whether the panel product is expected to beat torch's kernels for a weight of ``out_features`` rows:
     the kernels were built for the CPU they were measured on (``panel_product_tuned`` in C: OpenMP and
-    AVX2 without AVX-512), and every thread gets at least 4 panels of work (with one or two it would wait
-    on its neighbours; on many-core machines oneDNN divides thin products better)."""
+    AVX2 without AVX-512), and every thread gets at least ``PANELS_PER_THREAD`` panels."""
     kernels = _kernels()
     if kernels is None or not kernels.tuned:
         return False
-    return out_features >= 4 * PANEL_WIDTH * torch.get_num_threads()
+    return out_features >= PANELS_PER_THREAD * PANEL_WIDTH * torch.get_num_threads()
 
 
 class PanelWeight:
