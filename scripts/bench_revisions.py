@@ -66,7 +66,7 @@ def product_backend(backend: str | None):
     if backend is None:
         yield
         return
-    chosen = StepProduct.choose_backend
+    chosen = StepProduct.__dict__["choose_backend"]  # the staticmethod itself, to put back as it was
     StepProduct.choose_backend = staticmethod(lambda weight, short_loop: backend)
     try:
         yield

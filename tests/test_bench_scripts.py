@@ -54,7 +54,7 @@ def test_bench_revisions_forces_the_named_product_backend(tmp_path, monkeypatch)
     bench_revisions = _script("bench_revisions")
     from lmtrain.cells.step_product import StepProduct
 
-    chosen_before = StepProduct.choose_backend
+    chosen_before = StepProduct.__dict__["choose_backend"]
     used = []
     original_init = StepProduct.__init__
 
@@ -67,7 +67,9 @@ def test_bench_revisions_forces_the_named_product_backend(tmp_path, monkeypatch)
     runs = bench_revisions.window_runs(modules, hidden=8, steps=3, batch=2)
     runs["WORKTREE:addmm"]()
     assert used and set(used) == {"addmm"}
-    assert StepProduct.choose_backend == chosen_before
+    assert StepProduct.__dict__["choose_backend"] is chosen_before
+    weight = torch.randn(4, 4)
+    assert StepProduct(weight, 2).backend == StepProduct.choose_backend(weight, False)  # still a staticmethod
 
 
 def test_bench_step_products_times_a_loop_of_products():
