@@ -105,7 +105,9 @@ def window_runs(modules: dict[str, ModuleType], hidden: int, steps: int, batch: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "revisions", nargs="+", help="git revisions, or WORKTREE for the file on disk; REV:BACKEND forces a product backend"
+        "revisions",
+        nargs="+",
+        help="git revisions, or WORKTREE for the file on disk; REV:BACKEND forces a product backend",
     )
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 512, 1024])
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 24 * 256 / H, >= 6)")
@@ -116,7 +118,9 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
-        modules = {version: window_module(version.partition(":")[0], Path(folder)) for version in args.revisions}
+        modules = {
+            version: window_module(version.partition(":")[0], Path(folder)) for version in args.revisions
+        }
     print(
         f"LSTM layer alone, one window forward+backward: B={args.batch}, T={args.bptt}, E=H; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"

@@ -1,6 +1,6 @@
 """The per-step product of a recurrent window on each of `StepProduct`'s backends, side by side.
 
-    python scripts/bench_step_products.py               # the char bench's H = 128 ... 1024 (B = 64), the word model's
+    python scripts/bench_step_products.py    # the char bench's H = 128 ... 1024 (B = 64), the word model's
     python scripts/bench_step_products.py --threads 1
 
 For each shape, forward (`a<t-1> W_aa^T`: `[B, H] x [H, 4H]`) and backward (`dz<t> W_aa`: `[B, 4H] x
@@ -46,17 +46,26 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     backends = [
         name
-        for name, available in (("panels", panel_product_available()), ("onednn", onednn_available()), ("addmm", True))
+        for name, available in (
+            ("panels", panel_product_available()),
+            ("onednn", onednn_available()),
+            ("addmm", True),
+        )
         if available
     ]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.steps} products a loop, "
-          f"{args.reps} interleaved repetitions, median GFLOP/s\n")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.steps} products a loop, "
+        f"{args.reps} interleaved repetitions, median GFLOP/s\n"
+    )
     print("| B | H | product | " + " | ".join(backends) + " |")
     print("|---:|---:|---|" + "---:|" * len(backends))
     generator = torch.Generator().manual_seed(0)
     for batch, hidden in SHAPES:
         weight_aa = torch.randn(4 * hidden, hidden, generator=generator)
-        for direction, weight in (("forward [B, H] x [H, 4H]", weight_aa), ("backward [B, 4H] x [4H, H]", weight_aa.t())):
+        for direction, weight in (
+            ("forward [B, H] x [H, 4H]", weight_aa),
+            ("backward [B, 4H] x [4H, H]", weight_aa.t()),
+        ):
             inputs = torch.randn(args.steps, batch, weight.shape[1], generator=generator)
             out = torch.empty(batch, weight.shape[0])
             products = {name: StepProduct(weight, batch, args.steps, backend=name) for name in backends}

@@ -50,7 +50,9 @@ def test_step_product_reads_strided_operands_and_fewer_rows(backend):
 
 
 @needs_panels
-@pytest.mark.parametrize("rows, inputs, outputs", [(1, 1, 1), (7, 5, 17), (13, 700, 19), (20, 650, 2600), (64, 33, 48)])
+@pytest.mark.parametrize(
+    "rows, inputs, outputs", [(1, 1, 1), (7, 5, 17), (13, 700, 19), (20, 650, 2600), (64, 33, 48)]
+)
 def test_the_panel_kernel_handles_every_edge_of_its_blocks(rows, inputs, outputs):
     """Row blocks of 6, panels of 16 columns and stretches of 512 inputs, with remainders of each; the
     weight packed from its own layout and from a transposed view."""
@@ -115,7 +117,9 @@ def test_the_panel_kernel_refuses_what_it_cannot_multiply():
 def test_step_product_picks_the_fastest_backend_that_applies(monkeypatch):
     wide = torch.randn(ONEDNN_MIN_WIDTH, ONEDNN_MIN_WIDTH)
     narrow = wide[:, : ONEDNN_MIN_WIDTH - 1]
-    expected_fp32 = "panels" if panel_product_pays(ONEDNN_MIN_WIDTH) else "onednn" if onednn_available() else "addmm"
+    expected_fp32 = (
+        "panels" if panel_product_pays(ONEDNN_MIN_WIDTH) else "onednn" if onednn_available() else "addmm"
+    )
     assert StepProduct(wide, 4).backend == expected_fp32
     assert StepProduct(wide.double(), 4).backend == "addmm"  # float64: neither kernel takes it
     assert StepProduct(wide.bfloat16(), 4).backend == "addmm"  # bf16 under autocast: addmm, as autocast would

@@ -11,8 +11,9 @@ on the README's CPU). Two kernels do better with the weight laid out once per wi
   operators torch's compiler uses for linear layers), 1.0-1.4x ``addmm``'s at H >= 512.
 
 ``StepProduct(weight, batch)`` picks the first that applies: ``panels`` for fp32 CPU tensors when the C
-kernels are built for a CPU like the one measured (see ``panel_product_pays``), ``onednn`` for fp32 CPU weights of ``ONEDNN_MIN_WIDTH`` or more when torch has it, and
-``addmm`` everywhere else (CUDA, float64, bf16, or neither kernel at hand); all agree to float rounding.
+kernels are built for a CPU like the one measured (see ``panel_product_pays``), ``onednn`` for fp32 CPU
+weights of ``ONEDNN_MIN_WIDTH`` or more when torch has it, and ``addmm`` everywhere else (CUDA, float64,
+bf16, or neither kernel at hand); all agree to float rounding.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from torch import Tensor
 from lmtrain.kernels import ADDRESS, SIZE, c_function, fused_applies, pointer
 from lmtrain.kernels.compiler import kernel_library
 
-
 PANEL_WIDTH = 16
 """Output columns per panel (``panel_product.c``); the threads share the panels out."""
 
@@ -70,7 +69,11 @@ class PanelWeight:
         self.out_features, self.in_features = weight.shape
         self.packed = weight.new_empty(kernels.weight_size(self.out_features, self.in_features))
         kernels.pack_weight(
-            self.out_features, self.in_features, weight.data_ptr(), weight.stride(0), weight.stride(1),
+            self.out_features,
+            self.in_features,
+            weight.data_ptr(),
+            weight.stride(0),
+            weight.stride(1),
             self.packed.data_ptr(),
         )
         self.batch = batch
@@ -93,7 +96,13 @@ class PanelWeight:
         elif out.shape != (rows, self.out_features) or not (fused_applies(out) and out.is_contiguous()):
             raise ValueError(f"out must be a contiguous fp32 CPU tensor of [{rows}, {self.out_features}]")
         self._kernels.product(
-            rows, self.out_features, self.in_features, pointer(x), self.packed.data_ptr(), pointer(add),
-            out.data_ptr(), self._packed_rows.data_ptr(),
+            rows,
+            self.out_features,
+            self.in_features,
+            pointer(x),
+            self.packed.data_ptr(),
+            pointer(add),
+            out.data_ptr(),
+            self._packed_rows.data_ptr(),
         )
         return out
