@@ -90,3 +90,19 @@ def tiny_config_file(tiny_corpus: Path, tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def step_product_backends(monkeypatch) -> list[str]:
+    """The backend of every `StepProduct` made while the test runs, in order."""
+    from lmtrain.cells.step_product import StepProduct
+
+    backends = []
+    original_init = StepProduct.__init__
+
+    def recording_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        backends.append(self.backend)
+
+    monkeypatch.setattr(StepProduct, "__init__", recording_init)
+    return backends

@@ -49,24 +49,16 @@ def test_bench_revisions_runs_the_working_tree_window_against_nn_lstm(tmp_path):
         run()
 
 
-def test_bench_revisions_forces_the_named_product_backend(tmp_path, monkeypatch):
+def test_bench_revisions_forces_the_named_product_backend(tmp_path, step_product_backends):
     """`REV:BACKEND` runs that version with `StepProduct` forced to BACKEND, and restores the choice."""
     bench_revisions = _script("bench_revisions")
     from lmtrain.cells.step_product import StepProduct
 
     chosen_before = StepProduct.__dict__["choose_backend"]
-    used = []
-    original_init = StepProduct.__init__
-
-    def recording_init(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        used.append(self.backend)
-
-    monkeypatch.setattr(StepProduct, "__init__", recording_init)
     modules = {"WORKTREE:addmm": bench_revisions.window_module("WORKTREE", tmp_path)}
     runs = bench_revisions.window_runs(modules, hidden=8, steps=3, batch=2)
     runs["WORKTREE:addmm"]()
-    assert used and set(used) == {"addmm"}
+    assert step_product_backends and set(step_product_backends) == {"addmm"}
     assert StepProduct.__dict__["choose_backend"] is chosen_before
     weight = torch.randn(4, 4)
     assert StepProduct(weight, 2).backend == StepProduct.choose_backend(weight, False)  # still a staticmethod
