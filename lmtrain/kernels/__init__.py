@@ -9,6 +9,7 @@ run the same equations in torch (see ``kernel_mode``).
 
     compiler.py     builds the C files into one shared library once per machine (cached) and loads it
     fastmath.h      the activations (σ, tanh) from one vectorizable exponential
+    float8.h        eight floats as one vector, for the kernels' hand-vectorized inner loops
     lstm_step.c     the LSTM step's gate arithmetic, forward and backward   (lstm.py: its Python face)
     gru_step.c      the notes' GRU step, two passes each way   (gru.py)
     panel_product.c the windows' per-step matrix products on a weight packed once   (panel_product.py)

@@ -14,19 +14,10 @@
 #include <string.h>
 
 #include "fastmath.h"
+#include "float8.h"
 
 /* Below this many weights per call one thread is faster than waking the others. */
 #define PARALLEL_MIN_WEIGHTS 65536
-
-
-/* Eight floats as one vector (GCC and clang vector extensions: one AVX register, or two SSE ones). */
-typedef float float8 __attribute__((vector_size(32)));
-
-static inline float8 load8(const float *p) {
-    float8 v;
-    memcpy(&v, p, sizeof v); /* an unaligned load */
-    return v;
-}
 
 static inline float sum8(float8 v) {
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));

@@ -23,17 +23,14 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "float8.h"
+
 #define PANEL_WIDTH 16 /* output columns per panel: two 8-float vectors */
 #define BLOCK_ROWS 6   /* rows of x per micro-kernel: 6 x 2 accumulators + 2 panel loads + 1 broadcast */
 #define K_BLOCK 512    /* k values per pass of the micro-kernel (a 32 KB stretch of a panel) */
 
 /* Below this many multiply-adds a product runs on one thread. */
 #define PARALLEL_MIN_MULTIPLY_ADDS (1 << 18)
-
-typedef float vec8 __attribute__((vector_size(32), aligned(4)));
-
-static inline vec8 load8(const float *p) { return *(const vec8 *)p; }
-static inline void store8(float *p, vec8 v) { *(vec8 *)p = v; }
 
 /* 1 when this build is the one measured faster than torch's kernels: OpenMP threads and 256-bit FMA
  * vectors (AVX2). A portable build runs on one thread; on an AVX-512 CPU the 8-float vectors would use
@@ -46,7 +43,7 @@ int panel_product_tuned(void) {
 #endif
 }
 
-int64_t panel_count(int64_t n) { return (n + PANEL_WIDTH - 1) / PANEL_WIDTH; }
+static int64_t panel_count(int64_t n) { return (n + PANEL_WIDTH - 1) / PANEL_WIDTH; }
 
 /* Floats of the packed weight [N, K] and of the packed rows of x [M, K]. */
 int64_t packed_weight_size(int64_t n, int64_t k) { return panel_count(n) * k * PANEL_WIDTH; }
@@ -60,11 +57,10 @@ void pack_weight(int64_t n, int64_t k, const float *weight, int64_t row_stride, 
 #pragma omp parallel for if (n * k >= PARALLEL_MIN_MULTIPLY_ADDS)
     for (int64_t p = 0; p < panels; ++p) {
         float *panel = packed + p * k * PANEL_WIDTH;
-        for (int64_t j = 0; j < PANEL_WIDTH; ++j)
-            if (p * PANEL_WIDTH + j >= n)
-                for (int64_t i = 0; i < k; ++i)
-                    panel[i * PANEL_WIDTH + j] = 0.0f;
         int64_t columns = n - p * PANEL_WIDTH < PANEL_WIDTH ? n - p * PANEL_WIDTH : PANEL_WIDTH;
+        for (int64_t j = columns; j < PANEL_WIDTH; ++j) /* the last panel's padding */
+            for (int64_t i = 0; i < k; ++i)
+                panel[i * PANEL_WIDTH + j] = 0.0f;
         const float *first_column = weight + p * PANEL_WIDTH * row_stride;
         if (column_stride == 1) /* W's rows are contiguous: read along them */
             for (int64_t j = 0; j < columns; ++j)
@@ -96,9 +92,9 @@ static void pack_rows(int64_t m, int64_t k, const float *x, float *packed) {
 
 /* Write (or, after the first stretch, add) one row's 16 results; only `columns` of them in the last panel.
  * `start` is what the first stretch adds to: the row of `add`, or NULL. */
-static inline void write_row(float *out, const float *start, vec8 low, vec8 high, int64_t columns, int first) {
+static inline void write_row(float *out, const float *start, float8 low, float8 high, int64_t columns, int first) {
     if (columns == PANEL_WIDTH) {
-        vec8 base_low = {0}, base_high = {0};
+        float8 base_low = {0}, base_high = {0};
         if (!first) {
             base_low = load8(out);
             base_high = load8(out + 8);
@@ -124,14 +120,14 @@ static inline void write_row(float *out, const float *start, vec8 low, vec8 high
     static void micro_kernel_##ROWS(int64_t stretch, const float *restrict rows, const float *restrict panel,  \
                                     float *restrict out, const float *restrict add, int64_t width,            \
                                     int64_t columns, int first) {                                             \
-        vec8 low[ROWS], high[ROWS];                                                                           \
+        float8 low[ROWS], high[ROWS];                                                                           \
         for (int r = 0; r < ROWS; ++r)                                                                        \
-            low[r] = high[r] = (vec8){0};                                                                     \
+            low[r] = high[r] = (float8){0};                                                                     \
         for (int64_t i = 0; i < stretch; ++i) {                                                               \
-            vec8 panel_low = load8(panel + i * PANEL_WIDTH), panel_high = load8(panel + i * PANEL_WIDTH + 8); \
+            float8 panel_low = load8(panel + i * PANEL_WIDTH), panel_high = load8(panel + i * PANEL_WIDTH + 8); \
             for (int r = 0; r < ROWS; ++r) {                                                                  \
                 float value = rows[i * BLOCK_ROWS + r];                                                       \
-                vec8 broadcast = {value, value, value, value, value, value, value, value};                    \
+                float8 broadcast = {value, value, value, value, value, value, value, value};                    \
                 low[r] += broadcast * panel_low;                                                              \
                 high[r] += broadcast * panel_high;                                                            \
             }                                                                                                 \
@@ -139,7 +135,7 @@ static inline void write_row(float *out, const float *start, vec8 low, vec8 high
         for (int r = 0; r < ROWS; ++r)                                                                        \
             write_row(out + r * width, add ? add + r * width : NULL, low[r], high[r], columns, first);        \
     }
-/* The broadcast is written as a vector literal: `(vec8){0} + value` would be a scalar add first (-0.0
+/* The broadcast is written as a vector literal: `(float8){0} + value` would be a scalar add first (-0.0
  * must stay -0.0 without -ffast-math), one more dependent instruction per row, 40% slower measured. */
 
 MICRO_KERNEL(1)

@@ -83,7 +83,7 @@ class PanelWeight:
         """``add + x @ weight^T`` (or ``x @ weight^T``): ``x`` ``[M, K]``, ``add`` ``[M, N]``; written into
         ``out`` (a contiguous ``[M, N]`` tensor that overlaps neither) when given, else a new tensor."""
         rows = x.shape[0]
-        if not fused_applies(x, *([] if add is None else [add])):
+        if not fused_applies(*(t for t in (x, add) if t is not None)):
             raise ValueError("the panel product takes fp32 CPU tensors")
         if x.shape[1] != self.in_features or rows > self.batch:
             raise ValueError(f"x {tuple(x.shape)} does not fit a [{self.batch}, {self.in_features}] product")
