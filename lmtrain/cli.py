@@ -192,6 +192,12 @@ DEVICE_HELP = (
     "Device to run on: cpu, cuda, mps, or auto (the first available); any checkpoint runs on the CPU."
 )
 UNKNOWN_HELP = "error (name them and stop), map (to <unk>; word models) or skip (drop them)."
+WEIGHT_DTYPES = ("fp32", "bf16")
+WEIGHTS_HELP = (
+    "fp32 (as trained) or bf16: every weight rounded to bfloat16, the arithmetic still fp32; on a CPU "
+    "one or a few samples generate up to twice as fast (half the bytes to read per token)."
+)
+ROUNDED_WEIGHTS_HELP = "fp32 (as trained) or bf16: the weights `sample --weights bf16` generates with."
 
 
 def inference_device(name: str):
@@ -207,16 +213,24 @@ def inference_device(name: str):
         raise ConfigError(f"--device {name}: {what}; use --device cpu") from None
 
 
-def open_checkpoint(path: Path, device: str):
-    """The model (in eval mode, on `device`), tokenizer and config of a checkpoint file.
+def open_checkpoint(path: Path, device: str, weights: str = "fp32"):
+    """The model (in eval mode, on `device`, its weights rounded as `--weights` says), tokenizer and
+    config of a checkpoint file.
 
     `load_checkpoint` reads every tensor onto the CPU (`map_location="cpu"`), whatever device the
     weights were on when saved; the model moves to `device` only afterwards.
     """
+    import torch
+
     from lmtrain.checkpoint import load_checkpoint, restore_model
 
+    if weights not in WEIGHT_DTYPES:
+        raise ConfigError(f"--weights must be one of {', '.join(WEIGHT_DTYPES)}, got {weights!r}")
     torch_device = inference_device(device)
-    return restore_model(load_checkpoint(path), torch_device)
+    model, tokenizer, config = restore_model(load_checkpoint(path), torch_device)
+    if weights == "bf16":
+        model.round_weights(torch.bfloat16)
+    return model, tokenizer, config
 
 
 @contextmanager
@@ -272,6 +286,7 @@ def sample(
         Path | None, typer.Option("--output", "-o", help="Write the text to this file instead of stdout.")
     ] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
+    weights: Annotated[str, typer.Option(help=WEIGHTS_HELP)] = "fp32",
 ) -> None:
     """Generate text from a checkpoint alone; <eos> is written as a line break.
 
@@ -287,7 +302,7 @@ def sample(
     )
 
     with user_errors():
-        model, tokenizer, _ = open_checkpoint(checkpoint, device)
+        model, tokenizer, _ = open_checkpoint(checkpoint, device, weights)
         options = SamplingOptions(temperature, greedy, top_k, top_p, no_unk)
         check_sample_request(options, tokenizer, length, num_samples, unknown)
         prompt_ids = encode_text(tokenizer, prime, unknown) if prime else []
@@ -381,6 +396,7 @@ def score(
     ] = False,
     unknown: Annotated[str, typer.Option(help="Tokens outside the vocabulary: " + UNKNOWN_HELP)] = "error",
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
+    weights: Annotated[str, typer.Option(help=ROUNDED_WEIGHTS_HELP)] = "fp32",
 ) -> None:
     """Score texts: log P in nats and bits, the mean per token and the perplexity, most probable first.
 
@@ -396,7 +412,7 @@ def score(
             raise ConfigError("give TEXT arguments or --file, not both")
         if file is not None:
             texts = read_inputs(file)
-        model, tokenizer, _ = open_checkpoint(checkpoint, device)
+        model, tokenizer, _ = open_checkpoint(checkpoint, device, weights)
         scores = score_texts(model, tokenizer, texts or [], unknown)
         if json_output:
             report = {"checkpoint": str(checkpoint), **scores_to_dict(scores, tokenizer.kind, per_token)}
@@ -430,6 +446,7 @@ def eval_command(
         bool, typer.Option("--json", help="Print one JSON object instead of text.")
     ] = False,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
+    weights: Annotated[str, typer.Option(help=ROUNDED_WEIGHTS_HELP)] = "fp32",
 ) -> None:
     """Perplexity (and bits per character) of a text, read with the carried state the trainer uses.
 
@@ -440,7 +457,7 @@ def eval_command(
     with user_errors():
         if (file is None) == (split is None):
             raise ConfigError("give either --file FILE or --split valid|test")
-        model, tokenizer, config = open_checkpoint(checkpoint, device)
+        model, tokenizer, config = open_checkpoint(checkpoint, device, weights)
         bptt = config.train.bptt if bptt is None else bptt
         if file is not None:
             report = evaluate_file(model, tokenizer, file, batch_size, bptt)

@@ -248,6 +248,18 @@ class RNNLanguageModel(nn.Module):
 
         return step
 
+    @torch.no_grad()
+    def round_weights(self, dtype: torch.dtype) -> None:
+        """Round every parameter to the nearest ``dtype`` number (to nearest, ties to even), stored as before.
+
+        ``lmtrain sample --weights bf16``: the generation kernels then read the weights as bfloat16, half
+        the bytes per token (``lmtrain.kernels.generate``), and every other path (torch's, CUDA) computes
+        with the same rounded numbers, so the paths still agree. The arithmetic stays in the parameters'
+        dtype.
+        """
+        for parameter in self.parameters():
+            parameter.copy_(parameter.to(dtype))
+
     def folds_embedding(self) -> bool:
         """Whether ``inference_step`` folds the embedding into the first layer's input projection: when the
         vocabulary is no larger than that layer's input (a ``[V, G*H]`` table is then no larger than

@@ -4,12 +4,14 @@
     python scripts/bench_generate.py --vocab-sizes 10000 --batch-sizes 1 --steps 500
     python scripts/bench_generate.py --device cuda
 
-Three generators of the same randomly initialised model (speed does not depend on the weights), each
+Four generators of the same randomly initialised model (speed does not depend on the weights), each
 drawing every token with `sampling.next_tokens` under `torch.inference_mode`:
 
 - `generate`: `lmtrain.sampling.generate`, the code behind `lmtrain sample`; one `model.inference_step`
   per token (weights laid out once, no shape checks, the embedding folded into the first layer when the
   vocabulary is small).
+- `generate, bf16 weights`: the same on a copy of the model with its weights rounded to bfloat16
+  (`lmtrain sample --weights bf16`), which the generation kernels read in half the bytes.
 - `model.step`: the same loop with the model's checked, general `step` (what `generate` used before).
 - `nn.LSTM`: the same loop with the layers converted to one multi-layer `nn.LSTM` (`stack_to_native`),
   called with a window of one step per token, the way a generator built on torch's fused module runs.
@@ -26,6 +28,7 @@ run each; the table shows the median of `--repeats` repetitions and the median r
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import statistics
 import sys
@@ -83,10 +86,13 @@ def native_state(model: RNNLanguageModel, batch_size: int, device: torch.device)
 def generators(
     model: RNNLanguageModel, tokenizer: WordTokenizer, steps: int, batch_size: int, device: torch.device
 ) -> dict[str, Callable[[], None]]:
-    """The three generators of the module docstring, each a call that generates ``steps`` tokens."""
+    """The four generators of the module docstring, each a call that generates ``steps`` tokens."""
     native = native_step(model)
+    rounded = copy.deepcopy(model)
+    rounded.round_weights(torch.bfloat16)
     return {
         "generate": lambda: generate(model, tokenizer, steps, num_samples=batch_size, stop_at_eos=False),
+        "bf16": lambda: generate(rounded, tokenizer, steps, num_samples=batch_size, stop_at_eos=False),
         "model.step": lambda: loop(model.step, None, model, steps, batch_size, seed=0),
         "native": lambda: loop(native, native_state(model, batch_size, device), model, steps, batch_size, 0),
     }
@@ -153,10 +159,10 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {where}, {device}\n"
     )
     print(
-        "| vocabulary | batch | `generate` tok/s | `model.step` tok/s | `nn.LSTM` tok/s "
-        "| generate / nn.LSTM (median, min-max) | ms per token (generate) |"
+        "| vocabulary | batch | `generate` tok/s | `generate`, bf16 weights, tok/s | `model.step` tok/s "
+        "| `nn.LSTM` tok/s | generate / nn.LSTM (median, min-max) | ms per token (generate) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for vocab_size in args.vocab_sizes:
         tokenizer = WordTokenizer([UNK, EOS, *(f"w{i}" for i in range(vocab_size - 2))])
         model = RNNLanguageModel(
@@ -167,7 +173,7 @@ def main() -> None:
         print(
             f"| {vocab_size:,} | (reading the {size / 2**20:.1f} MiB of weights a batch-1 step multiplies, "
             f"once, with `sum`: {1e3 * seconds_to_read:.2f} ms, {size / seconds_to_read / 1e9:.0f} GB/s, "
-            f"at most {1 / seconds_to_read:,.0f} tok/s) | | | | | |"
+            f"at most {1 / seconds_to_read:,.0f} tok/s) | | | | | | |"
         )
         for batch_size in args.batch_sizes:
             runs = generators(model, tokenizer, args.steps, batch_size, device)
@@ -184,7 +190,8 @@ def main() -> None:
                 native / ours for ours, native in zip(seconds["generate"], seconds["native"], strict=True)
             ]
             print(
-                f"| {vocab_size:,} | {batch_size} | {rate['generate']:,.0f} | {rate['model.step']:,.0f} | "
+                f"| {vocab_size:,} | {batch_size} | {rate['generate']:,.0f} | {rate['bf16']:,.0f} | "
+                f"{rate['model.step']:,.0f} | "
                 f"{rate['native']:,.0f} | {statistics.median(ratios):.1f}x "
                 f"({min(ratios):.1f}-{max(ratios):.1f}) | "
                 f"{1000 * statistics.median(seconds['generate']) / args.steps:.2f} |",

@@ -44,14 +44,23 @@ def test_help_documents_every_option():
     sample_help = invoke("sample", "--help").output
     for option in (
         "--temperature", "--greedy", "--top-k", "--top-p", "--length", "--num-samples", "--seed",
-        "--prime", "--no-stop", "--no-unk", "--unknown", "--output", "--device",
+        "--prime", "--no-stop", "--no-unk", "--unknown", "--output", "--device", "--weights",
     ):  # fmt: skip
         assert option in sample_help, option
     score_help = invoke("score", "--help").output
-    for option in ("TEXT", "--file", "--per-token", "--json", "--unknown", "--device", "final <eos>"):
+    for option in (
+        "TEXT",
+        "--file",
+        "--per-token",
+        "--json",
+        "--unknown",
+        "--device",
+        "--weights",
+        "final <eos>",
+    ):
         assert option in score_help, option
     eval_help = invoke("eval", "--help").output
-    for option in ("--file", "--split", "--batch-size", "--bptt", "--json", "--device"):
+    for option in ("--file", "--split", "--batch-size", "--bptt", "--json", "--device", "--weights"):
         assert option in eval_help, option
 
 
@@ -96,6 +105,7 @@ def test_greedy_is_deterministic_whatever_the_seed(checkpoint):
         (("--greedy", "--num-samples", "2"), "would repeat it"),
         (("--unknown", "guess"), "--unknown must be one of error, map, skip"),
         (("--device", "tpu"), "--device must be cpu, cuda, mps or auto"),
+        (("--weights", "fp16"), "--weights must be one of fp32, bf16, got 'fp16'"),
     ],
 )
 def test_sample_rejects_bad_values_in_one_line(checkpoint, args, fragment):
@@ -227,6 +237,24 @@ def test_eval_of_the_validation_split_equals_the_trainers_validation_perplexity(
     assert report["loss"] == pytest.approx(saved["progress"]["valid_loss"], rel=1e-12)
     assert report["perplexity"] == pytest.approx(math.exp(saved["progress"]["valid_loss"]), rel=1e-12)
     assert report["bptt"] == saved["config"]["train"]["bptt"]
+
+
+def test_bf16_weights_sample_and_cost_little_perplexity(checkpoint):
+    """`--weights bf16` rounds every weight to bfloat16: `sample` runs on it, and `eval` and `score` show
+    what the rounding costs, a change in the third significant figure here."""
+    sampled = invoke("sample", checkpoint, "--weights", "bf16", "--length", "20", "--no-stop")
+    assert sampled.exit_code == 0, sampled.output
+    assert sampled.output.strip()
+    reports = {
+        weights: json.loads(
+            invoke("eval", checkpoint, "--split", "valid", "--json", "--weights", weights).output
+        )
+        for weights in ("fp32", "bf16")
+    }
+    assert reports["bf16"]["perplexity"] != reports["fp32"]["perplexity"]
+    assert reports["bf16"]["perplexity"] == pytest.approx(reports["fp32"]["perplexity"], rel=0.01)
+    scored = invoke("score", checkpoint, SENTENCE, "--json", "--weights", "bf16")
+    assert scored.exit_code == 0, scored.output
 
 
 def test_eval_of_a_file_reads_it_as_one_stream_by_default(checkpoint, tiny_corpus, tmp_path):

@@ -19,6 +19,7 @@ from lmtrain.cells import lstm as lstm_module
 from lmtrain.cells.panels import generation_linear
 from lmtrain.errors import LmtrainError
 from lmtrain.kernels import compiler, layout
+from lmtrain.kernels import generate as generate_module
 from lmtrain.kernels.generate import FEW_STREAMS, generation_kernels
 from lmtrain.kernels.gru import gru_step_kernels
 from lmtrain.kernels.layout import contiguous
@@ -256,8 +257,8 @@ def test_cli_rejects_an_unknown_mode_before_any_work(monkeypatch):
 @pytest.mark.parametrize("folded", [True, False])
 @pytest.mark.parametrize("batch", [1, 3, FEW_STREAMS, FEW_STREAMS + 1])
 def test_generation_step_equals_the_checked_step(folded, batch):
-    """The C step (up to FEW_STREAMS streams) and the torch step beyond it compute `LSTMLayer.step`; odd
-    sizes exercise the kernels' remainder loops (H and E not multiples of 8)."""
+    """The C step (up to FEW_STREAMS streams) and the torch step beyond it compute `LSTMLayer.step`; H = 13
+    leaves most of the kernel's one block of 16 units as padding."""
     torch.manual_seed(batch)
     layer = build_layer("lstm", 11, 13).eval()
     embedding = torch.randn(6, 11) if folded else None
@@ -273,12 +274,63 @@ def test_generation_step_equals_the_checked_step(folded, batch):
 @needs_kernels
 @pytest.mark.parametrize("batch", [1, 5, FEW_STREAMS + 1])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_generation_linear_equals_f_linear(batch, with_bias):
-    """Output features are taken four at a time; 4k + 3 of them checks the last, partial group."""
+@pytest.mark.parametrize("out_features", [23, 130])
+def test_generation_linear_equals_f_linear(batch, with_bias, out_features):
+    """Output features are packed in blocks of 64: 23 is one partial block, 130 two whole ones and two
+    rows of a third."""
     generator = torch.Generator().manual_seed(2)
-    weight, x = torch.randn(23, 37, generator=generator), torch.randn(batch, 37, generator=generator)
-    bias = torch.randn(23, generator=generator) if with_bias else None
+    weight, x = (
+        torch.randn(out_features, 37, generator=generator),
+        torch.randn(batch, 37, generator=generator),
+    )
+    bias = torch.randn(out_features, generator=generator) if with_bias else None
     assert_close(generation_linear(weight, bias)(x), F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+
+
+def rounded_to_bfloat16(*shape: int, generator: torch.Generator) -> torch.Tensor:
+    """Random fp32 numbers that bfloat16 holds exactly."""
+    return torch.randn(*shape, generator=generator).bfloat16().float()
+
+
+@needs_kernels
+@pytest.mark.parametrize("folded", [True, False])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_generation_step_packs_bfloat16_weights_with_the_same_result(folded, batch, monkeypatch):
+    """Weights that bfloat16 holds exactly are packed as bfloat16, half the bytes, and the step gives the
+    same bits as from the same weights packed as fp32; any other weights stay fp32. H = 37: two whole
+    blocks of 16 units and part of a third; E = 21."""
+    kernels, generator = generation_kernels(), torch.Generator().manual_seed(batch)
+    hidden, input_size, vocab = 37, 21, 6
+    weight_aa = rounded_to_bfloat16(4 * hidden, hidden, generator=generator)
+    weight_ax = rounded_to_bfloat16(4 * hidden, input_size, generator=generator)
+    bias = torch.randn(4 * hidden, generator=generator)
+    table = torch.randn(vocab, 4 * hidden, generator=generator)
+    weights = {"table": table} if folded else {"bias": bias, "weight_ax": weight_ax}
+    inputs = torch.randint(0, vocab, (batch,)) if folded else torch.randn(batch, input_size)
+    state = (torch.randn(batch, hidden), torch.randn(batch, hidden))
+
+    compact = kernels.lstm_layer(weight_aa, **weights)
+    monkeypatch.setattr(generate_module, "holds_bfloat16", lambda *weights: False)
+    plain = kernels.lstm_layer(weight_aa, **weights)
+    monkeypatch.undo()
+    assert compact.weights_bf16 and not plain.weights_bf16
+    for got, expected in zip(compact(inputs, *state), plain(inputs, *state), strict=True):
+        assert torch.equal(got, expected)
+    unrounded = kernels.lstm_layer(weight_aa + 1e-4, **weights)
+    assert not unrounded.weights_bf16
+
+
+@needs_kernels
+def test_generation_linear_packs_bfloat16_weights_with_the_same_result(monkeypatch):
+    generator = torch.Generator().manual_seed(4)
+    weight, bias = rounded_to_bfloat16(130, 37, generator=generator), torch.randn(130, generator=generator)
+    x = torch.randn(3, 37, generator=generator)
+    compact = generation_kernels().linear_layer(weight, bias)
+    monkeypatch.setattr(generate_module, "holds_bfloat16", lambda *weights: False)
+    plain = generation_kernels().linear_layer(weight, bias)
+    assert compact.tensors[0].dtype == torch.bfloat16 and plain.tensors[0].dtype == torch.float32
+    assert torch.equal(compact(x), plain(x))
+    assert_close(compact(x), F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
 
 
 @needs_kernels

@@ -140,6 +140,17 @@ def test_residual_adds_each_layers_input_where_widths_match(embedding_size):
     )
 
 
+def test_round_weights_keeps_fp32_tensors_holding_bfloat16_numbers():
+    torch.manual_seed(0)
+    model = RNNLanguageModel(vocab_size=7, cell="lstm", embedding_size=9, hidden_size=10, num_layers=2)
+    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    model.round_weights(torch.bfloat16)
+    for name, parameter in model.named_parameters():
+        assert parameter.dtype == torch.float32, name
+        assert torch.equal(parameter, before[name].bfloat16().float()), name
+    assert any(not torch.equal(p, before[name]) for name, p in model.named_parameters())
+
+
 def test_tied_weights_share_one_matrix():
     model = _model(tie_weights=True)
     assert model.decoder.weight is model.embedding.weight

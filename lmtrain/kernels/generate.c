@@ -2,12 +2,20 @@
  *
  * Generating one token for one stream multiplies every weight matrix by a single vector. That reads
  * each weight once and does two flops per weight read, so the speed is the speed at which the cores
- * read memory, and any call overhead shows: torch's per-step path makes about a dozen calls per layer.
- * Here a layer's whole step is one call that reads every weight row once, with the rows shared out
- * between OpenMP threads (torch's own pool: the loaded libgomp is torch's), and the gate arithmetic
- * done while the row's results are still in registers.
+ * read the weights and multiply them, and any call overhead shows: torch's per-step path makes about a
+ * dozen calls per layer. Here a layer's whole step is one call that reads every weight once, with the
+ * weights' blocks shared out between OpenMP threads (torch's own pool: the loaded libgomp is torch's),
+ * and the gate arithmetic done on each block's results while they are still in cache.
  *
- * Layout: row-major fp32, contiguous; weights in nn.Linear's [out, in] layout; B streams (rows).
+ * Layout: the weights are packed once, by generate.py, into blocks of 64 output rows, [blocks][K][64]:
+ * for each input column k, the 64 rows' weights side by side, so that one broadcast x[k] multiplies
+ * eight vectors of eight weights and the block's 64 sums stay in eight vector registers; no horizontal
+ * sums. An LSTM block holds 16 units' four gate rows (u, f, C~, o: rows j, H + j, 2H + j, 3H + j), so its
+ * sums are the 16 units' whole z; a linear layer's block holds 64 consecutive output rows. Rows past the
+ * matrix's end are zeros. The weights are fp32, or bfloat16 (half the bytes to read: see
+ * load16_bf16_interleaved for how each 16 are stored); the arithmetic is fp32 either way, and the same
+ * multiply-adds in the same order, so on weights bfloat16 holds exactly the two agree to the last bit.
+ * Activations, state and outputs are row-major fp32, B streams (rows).
  * The arithmetic is the one of lstm_step.c (see there for the notation), with fastmath.h's activations.
  */
 #include <stdint.h>
@@ -19,94 +27,119 @@
 /* Below this many weights per call one thread is faster than waking the others. */
 #define PARALLEL_MIN_WEIGHTS 65536
 
-static inline float sum8(float8 v) {
-    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+/* Output rows per packed block, and the vectors of eight that hold their sums. */
+#define BLOCK_ROWS 64
+#define BLOCK_VECTORS (BLOCK_ROWS / 8)
+
+/* Sixteen weights of a packed column: fp32 in order, or bfloat16 interleaved. */
+static inline __attribute__((always_inline)) void load_weights16(const void *column, int64_t at, int bf16,
+                                                                 float8 *low, float8 *high) {
+    if (bf16) {
+        load16_bf16_interleaved((const uint16_t *)column + at, low, high);
+    } else {
+        *low = load8((const float *)column + at);
+        *high = load8((const float *)column + at + 8);
+    }
 }
 
-/* sums[r] += rows[r] . x for four rows of length n: each load of x serves four rows, and the four
- * independent vector accumulators hide the latency of the multiply-adds. */
-static void dot4(const float *restrict row0, const float *restrict row1, const float *restrict row2,
-                 const float *restrict row3, const float *restrict x, int64_t n, float *restrict sums) {
-    float8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        float8 xv = load8(x + i);
-        s0 += load8(row0 + i) * xv;
-        s1 += load8(row1 + i) * xv;
-        s2 += load8(row2 + i) * xv;
-        s3 += load8(row3 + i) * xv;
+/* sums[r] += sum over k of block[k][r] * x[k], r < 64, for one packed block [K][64]. Inlined into
+ * block_sums_fp32 and block_sums_bf16 with bf16 a constant, so each has one kind of load in its loop;
+ * the eight sums are eight independent chains of multiply-adds, enough to hide their latency. */
+static inline __attribute__((always_inline)) void block_sums(const void *block, const float *restrict x,
+                                                             int64_t k_count, float8 sums[BLOCK_VECTORS],
+                                                             int bf16) {
+    float8 s[BLOCK_VECTORS];
+    for (int v = 0; v < BLOCK_VECTORS; ++v)
+        s[v] = sums[v];
+    for (int64_t k = 0; k < k_count; ++k) {
+        float8 xk = {x[k], x[k], x[k], x[k], x[k], x[k], x[k], x[k]};
+        for (int v = 0; v < BLOCK_VECTORS; v += 2) {
+            float8 low, high;
+            load_weights16(block, k * BLOCK_ROWS + 8 * v, bf16, &low, &high);
+            s[v] += low * xk;
+            s[v + 1] += high * xk;
+        }
     }
-    float t0 = sum8(s0), t1 = sum8(s1), t2 = sum8(s2), t3 = sum8(s3);
-    for (; i < n; ++i) {
-        t0 += row0[i] * x[i];
-        t1 += row1[i] * x[i];
-        t2 += row2[i] * x[i];
-        t3 += row3[i] * x[i];
-    }
-    sums[0] += t0;
-    sums[1] += t1;
-    sums[2] += t2;
-    sums[3] += t3;
+    for (int v = 0; v < BLOCK_VECTORS; ++v)
+        sums[v] = s[v];
+}
+
+static void block_sums_fp32(const void *block, const float *x, int64_t k_count, float8 *sums) {
+    block_sums(block, x, k_count, sums, 0);
+}
+
+static void block_sums_bf16(const void *block, const float *x, int64_t k_count, float8 *sums) {
+    block_sums(block, x, k_count, sums, 1);
+}
+
+/* Block b of packed weights with k_count columns. */
+static inline const void *block_at(const void *packed, int64_t b, int64_t k_count, int bf16) {
+    return (const char *)packed + b * k_count * BLOCK_ROWS * (bf16 ? sizeof(uint16_t) : sizeof(float));
 }
 
 /* One LSTM step for B streams:
  *     z = input_row + W_ax x + W_aa a_prev            gates u, f, C~, o of z -> c = C<t>, a = a<t>
  * ([B, H] each; a and c may not alias a_prev and c_prev). The input row of stream b is the bias
- * (input_rows [4H], with tokens = NULL) or, with the embedding folded into W_ax (weight_ax = NULL), row
- * tokens[b] of the table input_rows [table_rows, 4H]. Returns 0, or -1 without computing anything when a
- * token is not a row of the table. Unit j needs rows j, H + j, 2H + j, 3H + j of each weight: the four
- * gates of a unit are one dot4. */
+ * (input_rows [4H], with tokens = NULL) or, with the embedding folded into W_ax (packed_ax = NULL), row
+ * tokens[b] of the table input_rows [table_rows, 4H]. packed_ax and packed_aa are W_ax and W_aa packed
+ * in LSTM blocks (16 units each), fp32 or, where bf16 is 1, bfloat16. Returns 0, or -1 without computing
+ * anything when a token is not a row of the table. */
 int lstm_generate_step(int64_t batch, int64_t hidden, int64_t input_size, const float *input_rows,
-                       const int64_t *tokens, int64_t table_rows, const float *weight_ax, const float *x,
-                       const float *weight_aa, const float *a_prev, const float *c_prev, float *a, float *c) {
+                       const int64_t *tokens, int64_t table_rows, const void *packed_ax, const float *x,
+                       const void *packed_aa, int bf16, const float *a_prev, const float *c_prev, float *a,
+                       float *c) {
     if (tokens)
         for (int64_t b = 0; b < batch; ++b)
             if (tokens[b] < 0 || tokens[b] >= table_rows)
                 return -1;
-    int64_t weights = 4 * hidden * (hidden + (weight_ax ? input_size : 0));
+    void (*sums_of)(const void *, const float *, int64_t, float8 *) = bf16 ? block_sums_bf16 : block_sums_fp32;
+    const int64_t units = BLOCK_ROWS / 4, blocks = (hidden + units - 1) / units;
+    int64_t weights = 4 * hidden * (hidden + (packed_ax ? input_size : 0));
 #pragma omp parallel for schedule(static) if (weights >= PARALLEL_MIN_WEIGHTS)
-    for (int64_t j = 0; j < hidden; ++j) {
+    for (int64_t block = 0; block < blocks; ++block) {
+        int64_t first = block * units, count = hidden - first < units ? hidden - first : units;
         for (int64_t b = 0; b < batch; ++b) {
             const float *input_row = tokens ? input_rows + tokens[b] * 4 * hidden : input_rows;
-            float z[4];
+            float z[4][16] = {{0}}; /* gate, unit of the block */
             for (int gate = 0; gate < 4; ++gate)
-                z[gate] = input_row[gate * hidden + j];
-            if (weight_ax) {
-                const float *w = weight_ax + j * input_size;
-                int64_t block = hidden * input_size;
-                dot4(w, w + block, w + 2 * block, w + 3 * block, x + b * input_size, input_size, z);
+                memcpy(z[gate], input_row + gate * hidden + first, count * sizeof(float));
+            float8 sums[BLOCK_VECTORS];
+            memcpy(sums, z, sizeof sums);
+            if (packed_ax)
+                sums_of(block_at(packed_ax, block, input_size, bf16), x + b * input_size, input_size, sums);
+            sums_of(block_at(packed_aa, block, hidden, bf16), a_prev + b * hidden, hidden, sums);
+            memcpy(z, sums, sizeof z);
+            for (int64_t unit = 0; unit < count; ++unit) {
+                int64_t j = b * hidden + first + unit;
+                float u = sigmoid(z[0][unit]), f = sigmoid(z[1][unit]), g = tanh_approx(z[2][unit]);
+                float cell = f * c_prev[j] + u * g;
+                c[j] = cell;
+                a[j] = sigmoid(z[3][unit]) * tanh_approx(cell);
             }
-            const float *w = weight_aa + j * hidden;
-            int64_t block = hidden * hidden;
-            dot4(w, w + block, w + 2 * block, w + 3 * block, a_prev + b * hidden, hidden, z);
-            float u = sigmoid(z[0]), f = sigmoid(z[1]), g = tanh_approx(z[2]), o = sigmoid(z[3]);
-            float cell = f * c_prev[b * hidden + j] + u * g;
-            c[b * hidden + j] = cell;
-            a[b * hidden + j] = o * tanh_approx(cell);
         }
     }
     return 0;
 }
 
-/* out = x W^T + bias for B streams: x [B, K], weight [N, K], bias [N] (or NULL), out [B, N].
- * Output features are taken four at a time (one dot4), shared out between threads. */
+/* out = x W^T + bias for B streams: x [B, K], W [N, K] packed in linear blocks (64 rows each), fp32 or,
+ * where bf16 is 1, bfloat16; bias [N] (or NULL), out [B, N]. */
 void linear_few_rows(int64_t batch, int64_t in_features, int64_t out_features, const float *x,
-                     const float *weight, const float *bias, float *out) {
-    int64_t groups = (out_features + 3) / 4;
+                     const void *packed, int bf16, const float *bias, float *out) {
+    void (*sums_of)(const void *, const float *, int64_t, float8 *) = bf16 ? block_sums_bf16 : block_sums_fp32;
+    int64_t blocks = (out_features + BLOCK_ROWS - 1) / BLOCK_ROWS;
 #pragma omp parallel for schedule(static) if (in_features * out_features >= PARALLEL_MIN_WEIGHTS)
-    for (int64_t group = 0; group < groups; ++group) {
-        int64_t first = 4 * group;
-        int64_t rows[4];
-        for (int r = 0; r < 4; ++r)
-            rows[r] = first + r < out_features ? first + r : out_features - 1; /* the last group repeats */
+    for (int64_t block = 0; block < blocks; ++block) {
+        int64_t first = block * BLOCK_ROWS;
+        int64_t count = out_features - first < BLOCK_ROWS ? out_features - first : BLOCK_ROWS;
         for (int64_t b = 0; b < batch; ++b) {
-            float sums[4];
-            for (int r = 0; r < 4; ++r)
-                sums[r] = bias ? bias[rows[r]] : 0.0f;
-            dot4(weight + rows[0] * in_features, weight + rows[1] * in_features, weight + rows[2] * in_features,
-                 weight + rows[3] * in_features, x + b * in_features, in_features, sums);
-            for (int r = 0; r < 4 && first + r < out_features; ++r)
-                out[b * out_features + first + r] = sums[r];
+            float rows[BLOCK_ROWS] = {0};
+            if (bias)
+                memcpy(rows, bias + first, count * sizeof(float));
+            float8 sums[BLOCK_VECTORS];
+            memcpy(sums, rows, sizeof sums);
+            sums_of(block_at(packed, block, in_features, bf16), x + b * in_features, in_features, sums);
+            memcpy(rows, sums, sizeof rows);
+            memcpy(out + b * out_features + first, rows, count * sizeof(float));
         }
     }
 }

@@ -6,6 +6,11 @@ token's products read each weight once, and these kernels read it faster than to
 and with one call per layer. With more streams the products are real matrix products, and torch's are
 faster; the callers switch at ``FEW_STREAMS``. ``draw`` is the last step of sampling a token, for any
 number of streams: eight torch calls in ``lmtrain.sampling.draw``, one here, with the same result.
+
+The kernels read weights packed once, when a step is made, into blocks of 64 output rows (``pack_lstm``,
+``pack_linear``; ``generate.c`` says why). Weights whose every value is a bfloat16 number (a model rounded
+by ``lmtrain sample --weights bf16``) are packed as bfloat16: the same numbers in half the bytes, and the
+arithmetic fp32 either way, so the result does not change and a step reads half as much.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import functools
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lmtrain.kernels import ADDRESS, SIZE, c_function, pointer
@@ -43,12 +49,15 @@ class LSTMLayerStep:
         table: Tensor | None = None,
     ):
         self._function = function
-        self._tensors = (weight_aa, bias, weight_ax, table)  # kept alive for the pointers below
         self.hidden = weight_aa.shape[1]
         self.table_rows = 0 if table is None else table.shape[0]
         self.input_size = 0 if weight_ax is None else weight_ax.shape[1]
+        self.weights_bf16 = holds_bfloat16(weight_aa, weight_ax)
+        packed_aa = pack_lstm(weight_aa, self.weights_bf16)
+        packed_ax = None if weight_ax is None else pack_lstm(weight_ax, self.weights_bf16)
+        self._tensors = (packed_aa, bias, packed_ax, table)  # kept alive for the pointers below
         self._input_rows = pointer(table if table is not None else bias)
-        self._weight_ax, self._weight_aa = pointer(weight_ax), pointer(weight_aa)
+        self._weight_ax, self._weight_aa = pointer(packed_ax), pointer(packed_aa)
 
     def __call__(self, inputs: Tensor, a_prev: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
         batch = a_prev.shape[0]
@@ -66,6 +75,7 @@ class LSTMLayerStep:
             self._weight_ax,
             pointer(x),
             self._weight_aa,
+            self.weights_bf16,
             *map(pointer, (a_prev, c_prev, a, c)),
         )
         if status != 0:
@@ -78,9 +88,11 @@ class GenerationKernels:
     CPU tensors."""
 
     def __init__(self, library: ctypes.CDLL):
-        lstm_arguments = [SIZE, SIZE, SIZE, ADDRESS, ADDRESS, SIZE, *[ADDRESS] * 7]
+        flag = ctypes.c_int
+        lstm_arguments = [SIZE, SIZE, SIZE, ADDRESS, ADDRESS, SIZE, *[ADDRESS] * 3, flag, *[ADDRESS] * 4]
         self._lstm_step = c_function(library, "lstm_generate_step", lstm_arguments, result=ctypes.c_int)
-        self._linear = c_function(library, "linear_few_rows", [SIZE, SIZE, SIZE, *[ADDRESS] * 4])
+        linear_arguments = [SIZE, SIZE, SIZE, ADDRESS, ADDRESS, flag, ADDRESS, ADDRESS]
+        self._linear = c_function(library, "linear_few_rows", linear_arguments)
         self._draw = c_function(library, "draw_tokens", [SIZE, SIZE, *[ADDRESS] * 3])
 
     def lstm_layer(
@@ -91,13 +103,16 @@ class GenerationKernels:
         table: Tensor | None = None,
     ) -> LSTMLayerStep:
         """The step of an LSTM layer with these weights: ``bias`` and ``weight_ax``, or the folded ``table``
-        (see ``LSTMLayerStep``). The tensors must be contiguous and stay unchanged while it is used."""
+        (see ``LSTMLayerStep``). The weights are packed once (``pack_lstm``); ``bias`` and ``table`` must be
+        contiguous and stay unchanged while the step is used."""
         return LSTMLayerStep(self._lstm_step, weight_aa, bias, weight_ax, table)
 
     def linear_layer(self, weight: Tensor, bias: Tensor | None) -> Callable[[Tensor], Tensor]:
-        """``x -> x W^T + bias`` for ``x`` ``[B, K]``: ``weight`` ``[N, K]`` (contiguous), ``bias`` ``[N]`` or
-        None; the weights' pointers taken once."""
+        """``x -> x W^T + bias`` for ``x`` ``[B, K]``: ``weight`` ``[N, K]``, packed once (``pack_linear``),
+        ``bias`` ``[N]`` (contiguous) or None."""
         out_features, in_features = weight.shape
+        weight_bf16 = holds_bfloat16(weight)
+        weight = pack_linear(weight, weight_bf16)
         weight_address, bias_address = pointer(weight), pointer(bias)
         function = self._linear
 
@@ -109,6 +124,7 @@ class GenerationKernels:
                 out_features,
                 pointer(x),
                 weight_address,
+                weight_bf16,
                 bias_address,
                 pointer(out),
             )
@@ -124,6 +140,47 @@ class GenerationKernels:
         tokens = torch.empty(streams, dtype=torch.int64)
         self._draw(streams, vocab, *map(pointer, (probs, uniforms, tokens)))
         return tokens
+
+
+BLOCK_ROWS = 64
+"""Output rows per packed block: ``BLOCK_ROWS`` in ``generate.c``."""
+
+
+def holds_bfloat16(*weights: Tensor | None) -> bool:
+    """Whether every value of every weight (None aside) is exactly a bfloat16 number: such weights are
+    packed as bfloat16, the same numbers in half the bytes."""
+    return all(torch.equal(w, w.to(torch.bfloat16).float()) for w in weights if w is not None)
+
+
+def pack_lstm(weight: Tensor, bf16: bool) -> Tensor:
+    """An LSTM weight ``[4H, K]`` (gate blocks u, f, C̃, o) packed for ``lstm_generate_step``: blocks of 16
+    units, ``[ceil(H / 16), K, 4, 16]``, the four gate rows of the block's units side by side for each k;
+    units past H are zeros."""
+    hidden = weight.shape[0] // 4
+    units = BLOCK_ROWS // 4
+    padded = F.pad(weight.view(4, hidden, -1), (0, 0, 0, -hidden % units))  # [4, H', K], H' = 16 blocks
+    # [4, H', K] -> [4, blocks, 16, K] -> [blocks, K, 4, 16]
+    blocks = padded.view(4, -1, units, padded.shape[2]).permute(1, 3, 0, 2)
+    return _as_stored(blocks, bf16)
+
+
+def pack_linear(weight: Tensor, bf16: bool) -> Tensor:
+    """A linear layer's weight ``[N, K]`` packed for ``linear_few_rows``: blocks of 64 output rows,
+    ``[ceil(N / 64), K, 64]``; rows past N are zeros."""
+    padded = F.pad(weight, (0, 0, 0, -weight.shape[0] % BLOCK_ROWS))  # [N', K]
+    # [N', K] -> [blocks, 64, K] -> [blocks, K, 64]
+    blocks = padded.view(-1, BLOCK_ROWS, padded.shape[1]).transpose(1, 2)
+    return _as_stored(blocks, bf16)
+
+
+def _as_stored(blocks: Tensor, bf16: bool) -> Tensor:
+    """Packed blocks ``[..., K, 64]`` (any view) as the kernels read them: contiguous fp32, or bfloat16
+    with each 16 weights of a column interleaved, ``w0 w8 w1 w9 ... w7 w15`` (``float8.h`` says why)."""
+    if not bf16:
+        return blocks.contiguous()
+    shape = blocks.shape
+    halves = blocks.to(torch.bfloat16).reshape(*shape[:-1], -1, 2, 8)  # [..., K, 4, 2, 8]
+    return halves.transpose(-1, -2).reshape(shape).contiguous()  # [..., K, 4, 8, 2] -> [..., K, 64]
 
 
 def by_stream_count(few_streams: Callable, make_many_streams: Callable[[], Callable]) -> Callable:
