@@ -19,8 +19,7 @@ from lmtrain.cells import lstm as lstm_module
 from lmtrain.cells.panels import generation_linear
 from lmtrain.errors import LmtrainError
 from lmtrain.kernels import compiler, layout
-from lmtrain.kernels import generate as generate_module
-from lmtrain.kernels.generate import FEW_STREAMS, generation_kernels
+from lmtrain.kernels.generate import FEW_STREAMS, GenerationKernels, generation_kernels
 from lmtrain.kernels.gru import gru_step_kernels
 from lmtrain.kernels.layout import contiguous
 from lmtrain.kernels.lstm import LSTMStepKernels, lstm_step_kernels
@@ -310,7 +309,7 @@ def test_generation_step_packs_bfloat16_weights_with_the_same_result(folded, bat
     state = (torch.randn(batch, hidden), torch.randn(batch, hidden))
 
     compact = kernels.lstm_layer(weight_aa, **weights)
-    monkeypatch.setattr(generate_module, "holds_bfloat16", lambda *weights: False)
+    monkeypatch.setattr(GenerationKernels, "holds_bfloat16", lambda *weights: False)
     plain = kernels.lstm_layer(weight_aa, **weights)
     monkeypatch.undo()
     assert compact.weights_bf16 and not plain.weights_bf16
@@ -326,7 +325,7 @@ def test_generation_linear_packs_bfloat16_weights_with_the_same_result(monkeypat
     weight, bias = rounded_to_bfloat16(130, 37, generator=generator), torch.randn(130, generator=generator)
     x = torch.randn(3, 37, generator=generator)
     compact = generation_kernels().linear_layer(weight, bias)
-    monkeypatch.setattr(generate_module, "holds_bfloat16", lambda *weights: False)
+    monkeypatch.setattr(GenerationKernels, "holds_bfloat16", lambda *weights: False)
     plain = generation_kernels().linear_layer(weight, bias)
     assert compact.tensors[0].dtype == torch.bfloat16 and plain.tensors[0].dtype == torch.float32
     assert torch.equal(compact(x), plain(x))

@@ -31,6 +31,61 @@
 #define BLOCK_ROWS 64
 #define BLOCK_VECTORS (BLOCK_ROWS / 8)
 
+/* Whether each of n floats is a bfloat16 number (its low 16 bits zero), stopping at the first that is
+ * not: a trained fp32 weight answers at its first value, a rounded one after one read. */
+int holds_bfloat16(int64_t n, const float *values) {
+    for (int64_t i = 0; i < n; ++i) {
+        uint32_t bits;
+        memcpy(&bits, values + i, sizeof bits);
+        if (bits & 0xffffu)
+            return 0;
+    }
+    return 1;
+}
+
+/* Packs a weight [rows, k_count] (row-major fp32) into blocks [blocks][k_count][64] as the kernels below
+ * read it. The rows form `groups` groups of rows / groups (4 for an LSTM weight: its gates; 1 for a linear
+ * layer), and a block holds the same 64 / groups lanes of every group: slot s of block b is lane
+ * s mod (64 / groups) of group s / (64 / groups), which is row g * (rows / groups) + b * (64 / groups) + l,
+ * or zero past the group's last row. Where bf16 is 1 the weight must hold bfloat16 numbers exactly, and
+ * out gets each value's top half, every 16 of a column interleaved as load16_bf16_interleaved reads them.
+ * Columns go 16 at a time, so that the rows read and the columns written both stay in cache. */
+void pack_generation_weight(int64_t rows, int64_t k_count, int64_t groups, const float *weight, int bf16,
+                            void *out) {
+    const int64_t lanes = BLOCK_ROWS / groups, group_rows = rows / groups;
+    const int64_t blocks = (group_rows + lanes - 1) / lanes;
+#pragma omp parallel for schedule(static) if (rows * k_count >= PARALLEL_MIN_WEIGHTS)
+    for (int64_t block = 0; block < blocks; ++block) {
+        const float *slot_rows[BLOCK_ROWS]; /* NULL past a group's last row */
+        for (int64_t slot = 0; slot < BLOCK_ROWS; ++slot) {
+            int64_t group = slot / lanes, unit = block * lanes + slot % lanes;
+            slot_rows[slot] = unit < group_rows ? weight + (group * group_rows + unit) * k_count : NULL;
+        }
+        for (int64_t k0 = 0; k0 < k_count; k0 += 16) {
+            int64_t width = k0 + 16 < k_count ? 16 : k_count - k0;
+            float tile[16][BLOCK_ROWS]; /* [k - k0][slot] */
+            for (int64_t slot = 0; slot < BLOCK_ROWS; ++slot)
+                for (int64_t k = 0; k < width; ++k)
+                    tile[k][slot] = slot_rows[slot] ? slot_rows[slot][k0 + k] : 0.0f;
+            for (int64_t k = 0; k < width; ++k) {
+                int64_t column = (block * k_count + k0 + k) * BLOCK_ROWS;
+                if (!bf16) {
+                    memcpy((float *)out + column, tile[k], sizeof tile[k]);
+                    continue;
+                }
+                uint16_t *packed = (uint16_t *)out + column;
+                for (int64_t slot = 0; slot < BLOCK_ROWS; ++slot) {
+                    int64_t lane16 = slot % 16;
+                    int64_t at = slot - lane16 + (lane16 < 8 ? 2 * lane16 : 2 * (lane16 - 8) + 1);
+                    uint32_t bits;
+                    memcpy(&bits, &tile[k][slot], sizeof bits);
+                    packed[at] = (uint16_t)(bits >> 16);
+                }
+            }
+        }
+    }
+}
+
 /* Sixteen weights of a packed column: fp32 in order, or bfloat16 interleaved. */
 static inline __attribute__((always_inline)) void load_weights16(const void *column, int64_t at, int bf16,
                                                                  float8 *low, float8 *high) {

@@ -7,10 +7,10 @@ and with one call per layer. With more streams the products are real matrix prod
 faster; the callers switch at ``FEW_STREAMS``. ``draw`` is the last step of sampling a token, for any
 number of streams: eight torch calls in ``lmtrain.sampling.draw``, one here, with the same result.
 
-The kernels read weights packed once, when a step is made, into blocks of 64 output rows (``pack_lstm``,
-``pack_linear``; ``generate.c`` says why). Weights whose every value is a bfloat16 number (a model rounded
-by ``lmtrain sample --weights bf16``) are packed as bfloat16: the same numbers in half the bytes, and the
-arithmetic fp32 either way, so the result does not change and a step reads half as much.
+The kernels read weights packed once, when a step is made, into blocks of 64 output rows
+(``GenerationKernels.pack``; ``generate.c`` says why). Weights whose every value is a bfloat16 number (a
+model rounded by ``lmtrain sample --weights bf16``) are packed as bfloat16: the same numbers in half the
+bytes, and the arithmetic fp32 either way, so the result does not change and a step reads half as much.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import functools
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lmtrain.kernels import ADDRESS, SIZE, c_function, pointer
@@ -30,6 +29,12 @@ FEW_STREAMS = 16
 """The most streams the generation kernels serve; more go to torch's products. On the README's machine
 (2-layer LSTM, H = 512) the kernels generated 1.3x torch's tokens/s at 8 streams, 1.0-1.1x at 16 and
 0.9x at 32."""
+
+BLOCK_ROWS = 64
+"""Output rows per packed block: ``BLOCK_ROWS`` in ``generate.c``."""
+
+LSTM_GATES = 4
+"""The row groups of an LSTM weight (u, f, C̃, o), packed side by side: 16 units' gate rows per block."""
 
 
 class LSTMLayerStep:
@@ -42,19 +47,19 @@ class LSTMLayerStep:
 
     def __init__(
         self,
-        function: ctypes._CFuncPtr,
+        kernels: GenerationKernels,
         weight_aa: Tensor,
         bias: Tensor | None = None,
         weight_ax: Tensor | None = None,
         table: Tensor | None = None,
     ):
-        self._function = function
+        self._function = kernels._lstm_step
         self.hidden = weight_aa.shape[1]
         self.table_rows = 0 if table is None else table.shape[0]
         self.input_size = 0 if weight_ax is None else weight_ax.shape[1]
-        self.weights_bf16 = holds_bfloat16(weight_aa, weight_ax)
-        packed_aa = pack_lstm(weight_aa, self.weights_bf16)
-        packed_ax = None if weight_ax is None else pack_lstm(weight_ax, self.weights_bf16)
+        self.weights_bf16 = kernels.holds_bfloat16(weight_aa, weight_ax)
+        packed_aa = kernels.pack(weight_aa, LSTM_GATES, self.weights_bf16)
+        packed_ax = None if weight_ax is None else kernels.pack(weight_ax, LSTM_GATES, self.weights_bf16)
         self._tensors = (packed_aa, bias, packed_ax, table)  # kept alive for the pointers below
         self._input_rows = pointer(table if table is not None else bias)
         self._weight_ax, self._weight_aa = pointer(packed_ax), pointer(packed_aa)
@@ -94,6 +99,27 @@ class GenerationKernels:
         linear_arguments = [SIZE, SIZE, SIZE, ADDRESS, ADDRESS, flag, ADDRESS, ADDRESS]
         self._linear = c_function(library, "linear_few_rows", linear_arguments)
         self._draw = c_function(library, "draw_tokens", [SIZE, SIZE, *[ADDRESS] * 3])
+        self._pack = c_function(library, "pack_generation_weight", [SIZE, SIZE, SIZE, ADDRESS, flag, ADDRESS])
+        self._holds_bfloat16 = c_function(library, "holds_bfloat16", [SIZE, ADDRESS], result=ctypes.c_int)
+
+    def holds_bfloat16(self, *weights: Tensor | None) -> bool:
+        """Whether every value of every weight (None aside) is exactly a bfloat16 number: such weights are
+        packed as bfloat16, the same numbers in half the bytes."""
+        present = [w.contiguous() for w in weights if w is not None]
+        return all(self._holds_bfloat16(w.numel(), pointer(w)) for w in present)
+
+    def pack(self, weight: Tensor, groups: int, bf16: bool) -> Tensor:
+        """``weight`` ``[N, K]`` packed in blocks of 64 rows, ``[ceil(N / 64), K, 64]``, fp32 or (``bf16``,
+        for weights that hold bfloat16 numbers) bfloat16: ``pack_generation_weight`` in ``generate.c`` says
+        how, with ``groups`` 4 for an LSTM weight (each block holds 16 units' four gate rows) and 1 for a
+        linear layer (64 consecutive rows)."""
+        weight = weight.contiguous()
+        rows, k_count = weight.shape
+        blocks = -(-rows // BLOCK_ROWS)  # ceil: a group of rows / groups rows fills blocks of 64 / groups
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        packed = torch.empty(blocks, k_count, BLOCK_ROWS, dtype=dtype)
+        self._pack(rows, k_count, groups, pointer(weight), int(bf16), pointer(packed))
+        return packed
 
     def lstm_layer(
         self,
@@ -103,16 +129,16 @@ class GenerationKernels:
         table: Tensor | None = None,
     ) -> LSTMLayerStep:
         """The step of an LSTM layer with these weights: ``bias`` and ``weight_ax``, or the folded ``table``
-        (see ``LSTMLayerStep``). The weights are packed once (``pack_lstm``); ``bias`` and ``table`` must be
+        (see ``LSTMLayerStep``). The weights are packed once (``pack``); ``bias`` and ``table`` must be
         contiguous and stay unchanged while the step is used."""
-        return LSTMLayerStep(self._lstm_step, weight_aa, bias, weight_ax, table)
+        return LSTMLayerStep(self, weight_aa, bias, weight_ax, table)
 
     def linear_layer(self, weight: Tensor, bias: Tensor | None) -> Callable[[Tensor], Tensor]:
-        """``x -> x W^T + bias`` for ``x`` ``[B, K]``: ``weight`` ``[N, K]``, packed once (``pack_linear``),
-        ``bias`` ``[N]`` (contiguous) or None."""
+        """``x -> x W^T + bias`` for ``x`` ``[B, K]``: ``weight`` ``[N, K]``, packed once (``pack``), ``bias``
+        ``[N]`` (contiguous) or None."""
         out_features, in_features = weight.shape
-        weight_bf16 = holds_bfloat16(weight)
-        weight = pack_linear(weight, weight_bf16)
+        weight_bf16 = self.holds_bfloat16(weight)
+        weight = self.pack(weight, 1, weight_bf16)
         weight_address, bias_address = pointer(weight), pointer(bias)
         function = self._linear
 
@@ -140,47 +166,6 @@ class GenerationKernels:
         tokens = torch.empty(streams, dtype=torch.int64)
         self._draw(streams, vocab, *map(pointer, (probs, uniforms, tokens)))
         return tokens
-
-
-BLOCK_ROWS = 64
-"""Output rows per packed block: ``BLOCK_ROWS`` in ``generate.c``."""
-
-
-def holds_bfloat16(*weights: Tensor | None) -> bool:
-    """Whether every value of every weight (None aside) is exactly a bfloat16 number: such weights are
-    packed as bfloat16, the same numbers in half the bytes."""
-    return all(torch.equal(w, w.to(torch.bfloat16).float()) for w in weights if w is not None)
-
-
-def pack_lstm(weight: Tensor, bf16: bool) -> Tensor:
-    """An LSTM weight ``[4H, K]`` (gate blocks u, f, C̃, o) packed for ``lstm_generate_step``: blocks of 16
-    units, ``[ceil(H / 16), K, 4, 16]``, the four gate rows of the block's units side by side for each k;
-    units past H are zeros."""
-    hidden = weight.shape[0] // 4
-    units = BLOCK_ROWS // 4
-    padded = F.pad(weight.view(4, hidden, -1), (0, 0, 0, -hidden % units))  # [4, H', K], H' = 16 blocks
-    # [4, H', K] -> [4, blocks, 16, K] -> [blocks, K, 4, 16]
-    blocks = padded.view(4, -1, units, padded.shape[2]).permute(1, 3, 0, 2)
-    return _as_stored(blocks, bf16)
-
-
-def pack_linear(weight: Tensor, bf16: bool) -> Tensor:
-    """A linear layer's weight ``[N, K]`` packed for ``linear_few_rows``: blocks of 64 output rows,
-    ``[ceil(N / 64), K, 64]``; rows past N are zeros."""
-    padded = F.pad(weight, (0, 0, 0, -weight.shape[0] % BLOCK_ROWS))  # [N', K]
-    # [N', K] -> [blocks, 64, K] -> [blocks, K, 64]
-    blocks = padded.view(-1, BLOCK_ROWS, padded.shape[1]).transpose(1, 2)
-    return _as_stored(blocks, bf16)
-
-
-def _as_stored(blocks: Tensor, bf16: bool) -> Tensor:
-    """Packed blocks ``[..., K, 64]`` (any view) as the kernels read them: contiguous fp32, or bfloat16
-    with each 16 weights of a column interleaved, ``w0 w8 w1 w9 ... w7 w15`` (``float8.h`` says why)."""
-    if not bf16:
-        return blocks.contiguous()
-    shape = blocks.shape
-    halves = blocks.to(torch.bfloat16).reshape(*shape[:-1], -1, 2, 8)  # [..., K, 4, 2, 8]
-    return halves.transpose(-1, -2).reshape(shape).contiguous()  # [..., K, 4, 8, 2] -> [..., K, 64]
 
 
 def by_stream_count(few_streams: Callable, make_many_streams: Callable[[], Callable]) -> Callable:
