@@ -7,12 +7,12 @@
  * weights' blocks shared out between OpenMP threads (torch's own pool: the loaded libgomp is torch's),
  * and the gate arithmetic done on each block's results while they are still in cache.
  *
- * Layout: the weights are packed once, by generate.py, into blocks of 64 output rows, [blocks][K][64]:
- * for each input column k, the 64 rows' weights side by side, so that one broadcast x[k] multiplies
- * eight vectors of eight weights and the block's 64 sums stay in eight vector registers; no horizontal
- * sums. An LSTM block holds 16 units' four gate rows (u, f, C~, o: rows j, H + j, 2H + j, 3H + j), so its
- * sums are the 16 units' whole z; a linear layer's block holds 64 consecutive output rows. Rows past the
- * matrix's end are zeros. The weights are fp32, or bfloat16 (half the bytes to read: see
+ * Layout: the weights are packed once (pack_generation_weight) into blocks of 64 output rows,
+ * [blocks][K][64]: for each input column k, the 64 rows' weights side by side, so that one broadcast x[k]
+ * multiplies eight vectors of eight weights and the block's 64 sums stay in eight vector registers; no
+ * horizontal sums. An LSTM block holds 16 units' four gate rows (u, f, C~, o: rows j, H + j, 2H + j, 3H + j),
+ * so its sums are the 16 units' whole z; a linear layer's block holds 64 consecutive output rows. Rows past
+ * the matrix's end are zeros. The weights are fp32, or bfloat16 (half the bytes to read: see
  * load16_bf16_interleaved for how each 16 are stored); the arithmetic is fp32 either way, and the same
  * multiply-adds in the same order, so on weights bfloat16 holds exactly the two agree to the last bit.
  * Activations, state and outputs are row-major fp32, B streams (rows).
@@ -45,10 +45,10 @@ int holds_bfloat16(int64_t n, const float *values) {
 
 /* Packs a weight [rows, k_count] (row-major fp32) into blocks [blocks][k_count][64] as the kernels below
  * read it. The rows form `groups` groups of rows / groups (4 for an LSTM weight: its gates; 1 for a linear
- * layer), and a block holds the same 64 / groups lanes of every group: slot s of block b is lane
- * s mod (64 / groups) of group s / (64 / groups), which is row g * (rows / groups) + b * (64 / groups) + l,
- * or zero past the group's last row. Where bf16 is 1 the weight must hold bfloat16 numbers exactly, and
- * out gets each value's top half, every 16 of a column interleaved as load16_bf16_interleaved reads them.
+ * layer), and a block holds the same 64 / groups lanes of every group: slot s of block b is lane l = s mod
+ * (64 / groups) of group g = s / (64 / groups), which is row g * (rows / groups) + b * (64 / groups) + l, or
+ * zero past the group's last row. Where bf16 is 1 the weight must hold bfloat16 numbers exactly, and out
+ * gets each value's top half, every 16 of a column interleaved as load16_bf16_interleaved reads them.
  * Columns go 16 at a time, so that the rows read and the columns written both stay in cache. */
 void pack_generation_weight(int64_t rows, int64_t k_count, int64_t groups, const float *weight, int bf16,
                             void *out) {
@@ -147,7 +147,8 @@ int lstm_generate_step(int64_t batch, int64_t hidden, int64_t input_size, const 
         for (int64_t b = 0; b < batch; ++b)
             if (tokens[b] < 0 || tokens[b] >= table_rows)
                 return -1;
-    void (*sums_of)(const void *, const float *, int64_t, float8 *) = bf16 ? block_sums_bf16 : block_sums_fp32;
+    void (*sums_of)(const void *, const float *, int64_t, float8 *) =
+        bf16 ? block_sums_bf16 : block_sums_fp32;
     const int64_t units = BLOCK_ROWS / 4, blocks = (hidden + units - 1) / units;
     int64_t weights = 4 * hidden * (hidden + (packed_ax ? input_size : 0));
 #pragma omp parallel for schedule(static) if (weights >= PARALLEL_MIN_WEIGHTS)
@@ -180,7 +181,8 @@ int lstm_generate_step(int64_t batch, int64_t hidden, int64_t input_size, const 
  * where bf16 is 1, bfloat16; bias [N] (or NULL), out [B, N]. */
 void linear_few_rows(int64_t batch, int64_t in_features, int64_t out_features, const float *x,
                      const void *packed, int bf16, const float *bias, float *out) {
-    void (*sums_of)(const void *, const float *, int64_t, float8 *) = bf16 ? block_sums_bf16 : block_sums_fp32;
+    void (*sums_of)(const void *, const float *, int64_t, float8 *) =
+        bf16 ? block_sums_bf16 : block_sums_fp32;
     int64_t blocks = (out_features + BLOCK_ROWS - 1) / BLOCK_ROWS;
 #pragma omp parallel for schedule(static) if (in_features * out_features >= PARALLEL_MIN_WEIGHTS)
     for (int64_t block = 0; block < blocks; ++block) {
