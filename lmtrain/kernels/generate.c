@@ -49,38 +49,31 @@ int holds_bfloat16(int64_t n, const float *values) {
  * (64 / groups) of group g = s / (64 / groups), which is row g * (rows / groups) + b * (64 / groups) + l, or
  * zero past the group's last row. Where bf16 is 1 the weight must hold bfloat16 numbers exactly, and out
  * gets each value's top half, every 16 of a column interleaved as load16_bf16_interleaved reads them.
- * Columns go 16 at a time, so that the rows read and the columns written both stay in cache. */
+ * Each row is read whole, one after another: one stream for the prefetcher, where reading 64 rows side by
+ * side outran it; the block being written ([K][64], 128 KB for K = 512) stays in cache. */
 void pack_generation_weight(int64_t rows, int64_t k_count, int64_t groups, const float *weight, int bf16,
                             void *out) {
     const int64_t lanes = BLOCK_ROWS / groups, group_rows = rows / groups;
     const int64_t blocks = (group_rows + lanes - 1) / lanes;
 #pragma omp parallel for schedule(static) if (rows * k_count >= PARALLEL_MIN_WEIGHTS)
     for (int64_t block = 0; block < blocks; ++block) {
-        const float *slot_rows[BLOCK_ROWS]; /* NULL past a group's last row */
         for (int64_t slot = 0; slot < BLOCK_ROWS; ++slot) {
-            int64_t group = slot / lanes, unit = block * lanes + slot % lanes;
-            slot_rows[slot] = unit < group_rows ? weight + (group * group_rows + unit) * k_count : NULL;
-        }
-        for (int64_t k0 = 0; k0 < k_count; k0 += 16) {
-            int64_t width = k0 + 16 < k_count ? 16 : k_count - k0;
-            float tile[16][BLOCK_ROWS]; /* [k - k0][slot] */
-            for (int64_t slot = 0; slot < BLOCK_ROWS; ++slot)
-                for (int64_t k = 0; k < width; ++k)
-                    tile[k][slot] = slot_rows[slot] ? slot_rows[slot][k0 + k] : 0.0f;
-            for (int64_t k = 0; k < width; ++k) {
-                int64_t column = (block * k_count + k0 + k) * BLOCK_ROWS;
-                if (!bf16) {
-                    memcpy((float *)out + column, tile[k], sizeof tile[k]);
-                    continue;
+            int64_t group = slot / lanes, unit = block * lanes + slot % lanes, lane16 = slot % 16;
+            const float *row = unit < group_rows ? weight + (group * group_rows + unit) * k_count : NULL;
+            int64_t at = bf16 ? slot - lane16 + (lane16 < 8 ? 2 * lane16 : 2 * (lane16 - 8) + 1) : slot;
+            int64_t first = block * k_count * BLOCK_ROWS + at;
+            if (bf16) {
+                uint16_t *packed = (uint16_t *)out + first;
+                for (int64_t k = 0; k < k_count; ++k) {
+                    uint32_t bits = 0;
+                    if (row)
+                        memcpy(&bits, row + k, sizeof bits);
+                    packed[k * BLOCK_ROWS] = (uint16_t)(bits >> 16);
                 }
-                uint16_t *packed = (uint16_t *)out + column;
-                for (int64_t slot = 0; slot < BLOCK_ROWS; ++slot) {
-                    int64_t lane16 = slot % 16;
-                    int64_t at = slot - lane16 + (lane16 < 8 ? 2 * lane16 : 2 * (lane16 - 8) + 1);
-                    uint32_t bits;
-                    memcpy(&bits, &tile[k][slot], sizeof bits);
-                    packed[at] = (uint16_t)(bits >> 16);
-                }
+            } else {
+                float *packed = (float *)out + first;
+                for (int64_t k = 0; k < k_count; ++k)
+                    packed[k * BLOCK_ROWS] = row ? row[k] : 0.0f;
             }
         }
     }
