@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from lmtrain import sampling
+from lmtrain.cells import base as cells_base
 from lmtrain.cells import build_layer, gru_bptt, lstm_bptt
-from lmtrain.cells import lstm as lstm_module
 from lmtrain.cells.panels import generation_linear
 from lmtrain.errors import LmtrainError
 from lmtrain.kernels import compiler, layout
@@ -252,22 +252,71 @@ def test_cli_rejects_an_unknown_mode_before_any_work(monkeypatch):
 # ----- generation kernels ---------------------------------------------------------------------------
 
 
+GENERATION_CELLS = {
+    "lstm": {"cell": "lstm"},
+    "gru": {"cell": "gru"},
+    "gru-cudnn": {"cell": "gru", "gru_variant": "cudnn"},
+    "rnn-tanh": {"cell": "rnn"},
+    "rnn-relu": {"cell": "rnn", "nonlinearity": "relu"},
+}
+"""Every cell with a C generation step, by test id: ``build_layer`` arguments."""
+
+
 @needs_kernels
+@pytest.mark.parametrize("cell", list(GENERATION_CELLS))
+@pytest.mark.parametrize("hidden", [13, 70])
 @pytest.mark.parametrize("folded", [True, False])
 @pytest.mark.parametrize("batch", [1, 3, FEW_STREAMS, FEW_STREAMS + 1])
-def test_generation_step_equals_the_checked_step(folded, batch):
-    """The C step (up to FEW_STREAMS streams) and the torch step beyond it compute `LSTMLayer.step`; H = 13
-    leaves most of the kernel's one block of 16 units as padding."""
+def test_generation_step_equals_the_checked_step(cell, hidden, folded, batch):
+    """The C step (up to FEW_STREAMS streams) and the torch step beyond it compute the layer's checked
+    `step`, whatever the cell. H = 13 leaves most of a block as padding; H = 70 fills whole blocks of 16,
+    32 and 64 units (the LSTM's, the GRU gates' and the 64-row ones) and part of the next."""
     torch.manual_seed(batch)
-    layer = build_layer("lstm", 11, 13).eval()
+    layer = build_layer(input_size=11, hidden_size=hidden, **GENERATION_CELLS[cell]).eval()
     embedding = torch.randn(6, 11) if folded else None
     inputs = torch.randint(0, 6, (batch,)) if folded else torch.randn(batch, 11)
-    state = (torch.randn(batch, 13), torch.randn(batch, 13))
+    state = tuple(torch.randn(batch, hidden) for _ in range(layer.num_states))
     with torch.inference_mode():
-        y, (a, c) = layer.inference_step(embedding)(inputs, state)
-        expected_y, (expected_a, expected_c) = layer.step(embedding[inputs] if folded else inputs, state)
+        y, new_state = layer.inference_step(embedding)(inputs, state)
+        expected_y, expected_state = layer.step(embedding[inputs] if folded else inputs, state)
     assert_close(y, expected_y, rtol=1e-5, atol=1e-6)
-    assert_close(c, expected_c, rtol=1e-5, atol=1e-6)
+    for got, expected in zip(new_state, expected_state, strict=True):
+        assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@needs_kernels
+@pytest.mark.parametrize("cell", ["gru", "gru-cudnn", "rnn-tanh", "rnn-relu"])
+def test_generation_step_of_bfloat16_weights_gives_the_same_bits(cell, monkeypatch):
+    """The GRU and RNN steps, like the LSTM's (below), pack weights that hold bfloat16 numbers as bfloat16
+    and give the same bits as from the same numbers packed as fp32."""
+    torch.manual_seed(0)
+    layer = build_layer(input_size=21, hidden_size=37, **GENERATION_CELLS[cell]).eval()
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.copy_(parameter.bfloat16())
+    inputs, state = torch.randn(3, 21), tuple(torch.randn(3, 37) for _ in range(layer.num_states))
+    with torch.inference_mode():
+        compact = layer.inference_step()(inputs, state)
+        monkeypatch.setattr(GenerationKernels, "holds_bfloat16", lambda *weights: False)
+        plain = layer.inference_step()(inputs, state)
+    assert torch.equal(compact[0], plain[0])
+
+
+@needs_kernels
+def test_relu_generation_step_keeps_nan():
+    layer = build_layer("rnn", 4, 5, "relu").eval()
+    with torch.inference_mode():
+        a, _ = layer.inference_step()(torch.full((1, 4), float("nan")), (torch.zeros(1, 5),))
+    assert torch.isnan(a).all()
+
+
+@needs_kernels
+@pytest.mark.parametrize("cell", ["gru", "rnn-tanh"])
+def test_generation_step_refuses_tokens_outside_the_table(cell):
+    layer = build_layer(input_size=11, hidden_size=13, **GENERATION_CELLS[cell]).eval()
+    step = layer.inference_step(torch.randn(6, 11))
+    with torch.inference_mode(), pytest.raises(IndexError, match=r"outside the vocabulary \[0, 6\)"):
+        step(torch.tensor([2, 6]), (torch.zeros(2, 13),))
 
 
 @needs_kernels
@@ -333,11 +382,12 @@ def test_generation_linear_packs_bfloat16_weights_with_the_same_result(monkeypat
 
 
 @needs_kernels
-def test_model_inference_step_matches_model_step_on_both_paths(monkeypatch):
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_model_inference_step_matches_model_step_on_both_paths(cell, monkeypatch):
     """Teacher-forced logits of a 2-layer character model (embedding folded) from the C generation step
     equal the checked `model.step`, and so do the torch generation step's."""
     torch.manual_seed(0)
-    model = RNNLanguageModel(vocab_size=7, cell="lstm", embedding_size=9, hidden_size=10, num_layers=2).eval()
+    model = RNNLanguageModel(vocab_size=7, cell=cell, embedding_size=9, hidden_size=10, num_layers=2).eval()
     tokens = torch.randint(0, 7, (12, 2))
     with torch.inference_mode():
         fused = model.inference_step()
@@ -346,7 +396,7 @@ def test_model_inference_step_matches_model_step_on_both_paths(monkeypatch):
             logits, generation_state = fused(token, generation_state)
             expected, checked_state = model.step(token, checked_state)
             assert_close(logits, expected, rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(lstm_module, "generation_kernels", lambda: None)
+    monkeypatch.setattr(cells_base, "generation_kernels", lambda: None)
     with torch.inference_mode():
         state = model.initial_state(2)
         logits, _ = model.inference_step()(tokens[0], state)

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmtrain.cells.panels import generation_linear
+from lmtrain.kernels import fused_applies
+from lmtrain.kernels.generate import GenerationKernels, by_stream_count, generation_kernels
 
 State = tuple[Tensor, ...]
 """A layer's recurrent state: ``(a,)`` for rnn, gru and esn, ``(a, c)`` for lstm, each ``[B, H]``."""
@@ -318,7 +320,34 @@ class RecurrentLayer(nn.Module):
         and ``step`` takes token ids ``[B]`` instead of vectors: one row lookup replaces a matrix product
         per step. Worth it when ``V`` is not larger than ``input_size`` (the table is then no larger than
         ``W_ax``), as for character models.
+
+        For up to ``FEW_STREAMS`` fp32 CPU streams, where lmtrain's C kernels build, a step is one C call
+        that reads every weight once (``_fused_inference_step``, ``lmtrain.kernels.generate``); otherwise,
+        and for cells without one, it is ``_torch_inference_step``, built on first use.
         """
+        kernels = generation_kernels() if fused_applies(self.weight_aa) else None
+        fused = None if kernels is None else self._fused_inference_step(kernels, embedding)
+        if fused is None:
+            return self._torch_inference_step(embedding)
+        return by_stream_count(fused, lambda: self._torch_inference_step(embedding))
+
+    def _fused_inference_step(self, kernels: GenerationKernels, embedding: Tensor | None) -> Step | None:
+        """The step as one C call per token (``GenerationKernels``), or None for a cell without one."""
+        return None
+
+    def _kernel_weights(self, embedding: Tensor | None) -> dict[str, Tensor]:
+        """A ``GenerationKernels`` layer's weights: ``weight_aa``, and the folded ``table`` (with
+        ``embedding``: ``b + W_ax e`` for every token, ``[V, G*H]``) or ``bias`` and ``weight_ax``."""
+        weight_ax, bias, weight_aa = (
+            w.detach().contiguous() for w in (self.weight_ax, self.bias, self.weight_aa)
+        )
+        if embedding is not None:
+            return {"weight_aa": weight_aa, "table": F.linear(embedding.detach(), weight_ax, bias)}
+        return {"weight_aa": weight_aa, "bias": bias, "weight_ax": weight_ax}
+
+    def _torch_inference_step(self, embedding: Tensor | None) -> Step:
+        """``inference_step`` in torch: ``_cell`` on the input half computed by a table row (with
+        ``embedding``) or by ``generation_linear``."""
         weight_ax, bias = self.weight_ax.detach(), self.bias.detach()
         cell = self._cell
         if embedding is not None:
@@ -509,3 +538,14 @@ class RecurrentLayer(nn.Module):
 def _native_keys(index: int) -> tuple[str, str, str, str]:
     """Torch's state-dict names of layer ``index``'s weights and biases."""
     return tuple(f"{name}_l{index}" for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+
+def one_state_step(layer_step: Callable[[Tensor, Tensor], Tensor]) -> Step:
+    """A cell step with a one-tensor state, ``(x_t, (a,)) -> (a<t>, (a<t>,))``, from
+    ``layer_step(x_t, a) -> a<t>``."""
+
+    def step(x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        a = layer_step(x_t, state[0])
+        return a, (a,)
+
+    return step

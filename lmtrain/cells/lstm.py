@@ -9,8 +9,7 @@ from torch import Tensor, nn
 from lmtrain.cells.base import RecurrentLayer, State, Step
 from lmtrain.cells.lstm_bptt import candidate_doubled, lstm_window
 from lmtrain.cells.panels import ColumnPanels
-from lmtrain.kernels import fused_applies
-from lmtrain.kernels.generate import GenerationKernels, by_stream_count, generation_kernels
+from lmtrain.kernels.generate import GenerationKernels
 
 
 class LSTMLayer(RecurrentLayer):
@@ -61,28 +60,10 @@ class LSTMLayer(RecurrentLayer):
         y, c = lstm_window(x, self.weight_ax, self.bias, self.weight_aa, a_prev, c_prev)
         return y, (y[-1], c)
 
-    def inference_step(self, embedding: Tensor | None = None) -> Step:
-        """``RecurrentLayer.inference_step`` with the lstm's own step. For up to ``FEW_STREAMS`` fp32 CPU
-        streams, where lmtrain's C kernels build, a step is one C call that reads every weight once
-        (``lmtrain.kernels.generate``); otherwise it is ``_torch_inference_step``, built on first use."""
-        kernels = generation_kernels() if fused_applies(self.weight_aa) else None
-        if kernels is None:
-            return self._torch_inference_step(embedding)
-        return by_stream_count(
-            self._fused_inference_step(kernels, embedding), lambda: self._torch_inference_step(embedding)
-        )
-
     def _fused_inference_step(self, kernels: GenerationKernels, embedding: Tensor | None) -> Step:
         """The step as one C call (``GenerationKernels.lstm_layer``): z = (the folded embedding's row, or
         b + W_ax x) + W_aa a<t-1>, then the gates, C<t> and a<t>."""
-        weight_ax, bias, weight_aa = (
-            w.detach().contiguous() for w in (self.weight_ax, self.bias, self.weight_aa)
-        )
-        if embedding is not None:
-            table = F.linear(embedding.detach(), weight_ax, bias)  # [V, 4H]: b + W_ax e for every token
-            layer_step = kernels.lstm_layer(weight_aa, table=table)
-        else:
-            layer_step = kernels.lstm_layer(weight_aa, bias, weight_ax)
+        layer_step = kernels.lstm_layer(**self._kernel_weights(embedding))
 
         def step(inputs: Tensor, state: State) -> tuple[Tensor, State]:
             a, c = layer_step(inputs, *state)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lmtrain.cells.base import RecurrentLayer, State
+from lmtrain.cells.base import RecurrentLayer, State, Step, one_state_step
+from lmtrain.kernels.generate import GenerationKernels
 
 NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 """The activation g of the hidden state, by name."""
@@ -41,6 +42,11 @@ class RNNLayer(RecurrentLayer):
         (a_prev,) = state  # [B, H]
         a = self._activation(torch.addmm(x_proj_t, a_prev, self.weight_aa.t()))  # [B, H]
         return a, (a,)
+
+    def _fused_inference_step(self, kernels: GenerationKernels, embedding: Tensor | None) -> Step:
+        """The step as one C call (``GenerationKernels.rnn_layer``)."""
+        relu = self.nonlinearity == "relu"
+        return one_state_step(kernels.rnn_layer(relu=relu, **self._kernel_weights(embedding)))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, nonlinearity={self.nonlinearity!r}"

@@ -170,6 +170,127 @@ int lstm_generate_step(int64_t batch, int64_t hidden, int64_t input_size, const 
     return 0;
 }
 
+/* Whether each stream's token is a row of the table (the input rows of a folded layer, tokens != NULL). */
+static int tokens_in_table(int64_t batch, const int64_t *tokens, int64_t table_rows) {
+    if (tokens)
+        for (int64_t b = 0; b < batch; ++b)
+            if (tokens[b] < 0 || tokens[b] >= table_rows)
+                return 0;
+    return 1;
+}
+
+/* One GRU step for B streams, either variant (the notes' with candidate_bias NULL, cuDNN's with its b_ca):
+ *     Γ_u, Γ_r = σ(input rows u, r + W_ax x + W_aa c_prev)                              (phase 1)
+ *     notes:  C~ = tanh(input row C~ + W_cx x + W_ca (Γ_r * c_prev))                      (phase 2)
+ *     cuDNN:  C~ = tanh(input row C~ + W_cx x + Γ_r * (W_ca c_prev + b_ca))
+ *     c = Γ_u * C~ + (1 - Γ_u) * c_prev
+ * Phase 2 needs phase 1's Γ_r of every unit (the notes' W_ca multiplies the whole Γ_r * c_prev), so the
+ * threads meet between the two. The input rows are the bias [3H] (tokens NULL) or the folded table
+ * [table_rows, 3H] at tokens. The gates' rows (u, r) are packed in blocks of 32 units (groups 2): gates_ax
+ * and gates_aa; the candidate's in blocks of 64 (groups 1): candidate_ax and candidate_aa; the _ax ones
+ * NULL for a folded layer. scratch [B, 2H] holds Γ_u and, for phase 2's product, Γ_r * c_prev (notes) or
+ * Γ_r (cuDNN). c may not alias c_prev. Returns 0, or -1 without computing anything when a token is not a
+ * row of the table. */
+int gru_generate_step(int64_t batch, int64_t hidden, int64_t input_size, const float *input_rows,
+                      const int64_t *tokens, int64_t table_rows, const void *gates_ax, const void *candidate_ax,
+                      const float *x, const void *gates_aa, const void *candidate_aa, const float *candidate_bias,
+                      int bf16, const float *c_prev, float *scratch, float *c) {
+    if (!tokens_in_table(batch, tokens, table_rows))
+        return -1;
+    void (*sums_of)(const void *, const float *, int64_t, float8 *) =
+        bf16 ? block_sums_bf16 : block_sums_fp32;
+    const int64_t gate_units = BLOCK_ROWS / 2, gate_blocks = (hidden + gate_units - 1) / gate_units;
+    const int64_t candidate_blocks = (hidden + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    int64_t weights = 3 * hidden * (hidden + (gates_ax ? input_size : 0));
+#pragma omp parallel if (weights >= PARALLEL_MIN_WEIGHTS)
+    {
+#pragma omp for schedule(static)
+        for (int64_t block = 0; block < gate_blocks; ++block) {
+            int64_t first = block * gate_units, count = hidden - first < gate_units ? hidden - first : gate_units;
+            for (int64_t b = 0; b < batch; ++b) {
+                const float *input_row = tokens ? input_rows + tokens[b] * 3 * hidden : input_rows;
+                float z[2][32] = {{0}}; /* gate (u, r), unit of the block */
+                for (int gate = 0; gate < 2; ++gate)
+                    memcpy(z[gate], input_row + gate * hidden + first, count * sizeof(float));
+                float8 sums[BLOCK_VECTORS];
+                memcpy(sums, z, sizeof sums);
+                if (gates_ax)
+                    sums_of(block_at(gates_ax, block, input_size, bf16), x + b * input_size, input_size, sums);
+                sums_of(block_at(gates_aa, block, hidden, bf16), c_prev + b * hidden, hidden, sums);
+                memcpy(z, sums, sizeof z);
+                for (int64_t unit = 0; unit < count; ++unit) {
+                    int64_t j = first + unit;
+                    float reset = sigmoid(z[1][unit]);
+                    scratch[b * 2 * hidden + j] = sigmoid(z[0][unit]);
+                    scratch[b * 2 * hidden + hidden + j] = candidate_bias ? reset : reset * c_prev[b * hidden + j];
+                }
+            }
+        }
+#pragma omp for schedule(static)
+        for (int64_t block = 0; block < candidate_blocks; ++block) {
+            int64_t first = block * BLOCK_ROWS;
+            int64_t count = hidden - first < BLOCK_ROWS ? hidden - first : BLOCK_ROWS;
+            for (int64_t b = 0; b < batch; ++b) {
+                const float *input_row = tokens ? input_rows + tokens[b] * 3 * hidden : input_rows;
+                const float *update = scratch + b * 2 * hidden, *reset_part = update + hidden;
+                float from_x[BLOCK_ROWS] = {0}, from_c[BLOCK_ROWS] = {0};
+                memcpy(from_x, input_row + 2 * hidden + first, count * sizeof(float));
+                float8 x_sums[BLOCK_VECTORS], c_sums[BLOCK_VECTORS];
+                memcpy(x_sums, from_x, sizeof x_sums);
+                memcpy(c_sums, from_c, sizeof c_sums);
+                if (candidate_ax)
+                    sums_of(block_at(candidate_ax, block, input_size, bf16), x + b * input_size, input_size,
+                            x_sums);
+                /* notes: W_ca (Γ_r * c_prev), into the same sums; cuDNN: W_ca c_prev, apart */
+                sums_of(block_at(candidate_aa, block, hidden, bf16), candidate_bias ? c_prev + b * hidden : reset_part,
+                        hidden, candidate_bias ? c_sums : x_sums);
+                memcpy(from_x, x_sums, sizeof from_x);
+                memcpy(from_c, c_sums, sizeof from_c);
+                for (int64_t unit = 0; unit < count; ++unit) {
+                    int64_t j = first + unit;
+                    float z = candidate_bias ? from_x[unit] + reset_part[j] * (from_c[unit] + candidate_bias[j])
+                                             : from_x[unit];
+                    float previous = c_prev[b * hidden + j];
+                    c[b * hidden + j] = previous + update[j] * (tanh_approx(z) - previous);
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* One plain RNN step for B streams: a = g(input_row + W_ax x + W_aa a_prev), g = tanh, or relu where relu
+ * is 1 (NaN stays NaN). Weights packed in linear blocks (64 units each), W_ax NULL for a folded layer; the
+ * input rows, and the rest, as in gru_generate_step. a may not alias a_prev. */
+int rnn_generate_step(int64_t batch, int64_t hidden, int64_t input_size, const float *input_rows,
+                      const int64_t *tokens, int64_t table_rows, const void *packed_ax, const float *x,
+                      const void *packed_aa, int bf16, int relu, const float *a_prev, float *a) {
+    if (!tokens_in_table(batch, tokens, table_rows))
+        return -1;
+    void (*sums_of)(const void *, const float *, int64_t, float8 *) =
+        bf16 ? block_sums_bf16 : block_sums_fp32;
+    const int64_t blocks = (hidden + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    int64_t weights = hidden * (hidden + (packed_ax ? input_size : 0));
+#pragma omp parallel for schedule(static) if (weights >= PARALLEL_MIN_WEIGHTS)
+    for (int64_t block = 0; block < blocks; ++block) {
+        int64_t first = block * BLOCK_ROWS, count = hidden - first < BLOCK_ROWS ? hidden - first : BLOCK_ROWS;
+        for (int64_t b = 0; b < batch; ++b) {
+            const float *input_row = tokens ? input_rows + tokens[b] * hidden : input_rows;
+            float z[BLOCK_ROWS] = {0};
+            memcpy(z, input_row + first, count * sizeof(float));
+            float8 sums[BLOCK_VECTORS];
+            memcpy(sums, z, sizeof sums);
+            if (packed_ax)
+                sums_of(block_at(packed_ax, block, input_size, bf16), x + b * input_size, input_size, sums);
+            sums_of(block_at(packed_aa, block, hidden, bf16), a_prev + b * hidden, hidden, sums);
+            memcpy(z, sums, sizeof z);
+            for (int64_t unit = 0; unit < count; ++unit)
+                a[b * hidden + first + unit] = relu ? (z[unit] < 0.0f ? 0.0f : z[unit]) : tanh_approx(z[unit]);
+        }
+    }
+    return 0;
+}
+
 /* out = x W^T + bias for B streams: x [B, K], W [N, K] packed in linear blocks (64 rows each), fp32 or,
  * where bf16 is 1, bfloat16; bias [N] (or NULL), out [B, N]. */
 void linear_few_rows(int64_t batch, int64_t in_features, int64_t out_features, const float *x,

@@ -67,9 +67,7 @@ class LSTMLayerStep:
     def __call__(self, inputs: Tensor, a_prev: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
         batch = a_prev.shape[0]
         a, c = a_prev.new_empty(batch, self.hidden), c_prev.new_empty(batch, self.hidden)
-        tokens, x = (inputs, None) if self.table_rows else (None, inputs.contiguous())
-        if tokens is not None and tokens.dtype != torch.int64:
-            raise ValueError(f"token ids must be int64, got {tokens.dtype}")
+        tokens, x = _inputs(inputs, self.table_rows)
         status = self._function(
             batch,
             self.hidden,
@@ -88,9 +86,128 @@ class LSTMLayerStep:
         return a, c
 
 
+class GRULayerStep:
+    """One GRU layer's generation step (either variant: the notes', or cuDNN's with ``candidate_bias``, its
+    ``b_ca``) on weights packed when it is made. ``step(inputs, c_prev) -> c<t>``; ``inputs`` as for
+    ``LSTMLayerStep``, with a ``[V, 3H]`` table."""
+
+    def __init__(
+        self,
+        kernels: GenerationKernels,
+        weight_aa: Tensor,
+        bias: Tensor | None = None,
+        weight_ax: Tensor | None = None,
+        table: Tensor | None = None,
+        candidate_bias: Tensor | None = None,
+    ):
+        self._function = kernels._gru_step
+        self.hidden = hidden = weight_aa.shape[1]
+        self.table_rows = 0 if table is None else table.shape[0]
+        self.input_size = 0 if weight_ax is None else weight_ax.shape[1]
+        self.weights_bf16 = kernels.holds_bfloat16(weight_aa, weight_ax)
+
+        def packed(weight: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+            """The gates' rows (u, r) in blocks of 32 units, the candidate's in blocks of 64."""
+            if weight is None:
+                return None, None
+            gates, candidate = weight.split([2 * hidden, hidden])
+            return kernels.pack(gates, 2, self.weights_bf16), kernels.pack(candidate, 1, self.weights_bf16)
+
+        gates_aa, candidate_aa = packed(weight_aa)
+        gates_ax, candidate_ax = packed(weight_ax)
+        input_rows = table if table is not None else bias
+        self._tensors = (gates_aa, candidate_aa, gates_ax, candidate_ax, input_rows, candidate_bias)
+        self._addresses = [pointer(t) for t in self._tensors]
+
+    def __call__(self, inputs: Tensor, c_prev: Tensor) -> Tensor:
+        batch = c_prev.shape[0]
+        c, scratch = c_prev.new_empty(batch, self.hidden), c_prev.new_empty(batch, 2 * self.hidden)
+        tokens, x = _inputs(inputs, self.table_rows)
+        gates_aa, candidate_aa, gates_ax, candidate_ax, input_rows, candidate_bias = self._addresses
+        status = self._function(
+            batch,
+            self.hidden,
+            self.input_size,
+            input_rows,
+            pointer(tokens),
+            self.table_rows,
+            gates_ax,
+            candidate_ax,
+            pointer(x),
+            gates_aa,
+            candidate_aa,
+            candidate_bias,
+            self.weights_bf16,
+            *map(pointer, (c_prev, scratch, c)),
+        )
+        if status != 0:
+            raise IndexError(f"a token id is outside the vocabulary [0, {self.table_rows})")
+        return c
+
+
+class RNNLayerStep:
+    """One plain RNN layer's generation step, ``a = g(input row + W_ax x + W_aa a_prev)`` with g tanh or
+    (``relu``) relu, on weights packed when it is made. ``step(inputs, a_prev) -> a<t>``; ``inputs`` as for
+    ``LSTMLayerStep``, with a ``[V, H]`` table."""
+
+    def __init__(
+        self,
+        kernels: GenerationKernels,
+        weight_aa: Tensor,
+        relu: bool,
+        bias: Tensor | None = None,
+        weight_ax: Tensor | None = None,
+        table: Tensor | None = None,
+    ):
+        self._function = kernels._rnn_step
+        self.hidden = weight_aa.shape[1]
+        self.relu = relu
+        self.table_rows = 0 if table is None else table.shape[0]
+        self.input_size = 0 if weight_ax is None else weight_ax.shape[1]
+        self.weights_bf16 = kernels.holds_bfloat16(weight_aa, weight_ax)
+        packed_aa = kernels.pack(weight_aa, 1, self.weights_bf16)
+        packed_ax = None if weight_ax is None else kernels.pack(weight_ax, 1, self.weights_bf16)
+        input_rows = table if table is not None else bias
+        self._tensors = (packed_aa, packed_ax, input_rows)  # kept alive for the addresses below
+        self._addresses = [pointer(t) for t in self._tensors]
+
+    def __call__(self, inputs: Tensor, a_prev: Tensor) -> Tensor:
+        batch = a_prev.shape[0]
+        a = a_prev.new_empty(batch, self.hidden)
+        tokens, x = _inputs(inputs, self.table_rows)
+        packed_aa, packed_ax, input_rows = self._addresses
+        status = self._function(
+            batch,
+            self.hidden,
+            self.input_size,
+            input_rows,
+            pointer(tokens),
+            self.table_rows,
+            packed_ax,
+            pointer(x),
+            packed_aa,
+            self.weights_bf16,
+            self.relu,
+            *map(pointer, (a_prev, a)),
+        )
+        if status != 0:
+            raise IndexError(f"a token id is outside the vocabulary [0, {self.table_rows})")
+        return a
+
+
+def _inputs(inputs: Tensor, table_rows: int) -> tuple[Tensor | None, Tensor | None]:
+    """(token ids, None) for a folded layer (``table_rows`` > 0), refused unless int64 (the C code reads
+    them as such); (None, contiguous ``x<t>``) otherwise."""
+    if not table_rows:
+        return None, inputs.contiguous()
+    if inputs.dtype != torch.int64:
+        raise ValueError(f"token ids must be int64, got {inputs.dtype}")
+    return inputs.contiguous(), None
+
+
 class GenerationKernels:
-    """An LSTM layer's step and a linear layer, for a few streams (rows), and the sampling draw, on fp32
-    CPU tensors."""
+    """The steps of LSTM, GRU and plain RNN layers and of a linear layer, for a few streams (rows), and the
+    sampling draw, on fp32 CPU tensors."""
 
     def __init__(self, library: ctypes.CDLL):
         flag = ctypes.c_int
@@ -98,6 +215,22 @@ class GenerationKernels:
         self._lstm_step = c_function(library, "lstm_generate_step", lstm_arguments, result=ctypes.c_int)
         linear_arguments = [SIZE, SIZE, SIZE, ADDRESS, ADDRESS, flag, ADDRESS, ADDRESS]
         self._linear = c_function(library, "linear_few_rows", linear_arguments)
+        gru_arguments = [SIZE, SIZE, SIZE, ADDRESS, ADDRESS, SIZE, *[ADDRESS] * 6, flag, *[ADDRESS] * 3]
+        self._gru_step = c_function(library, "gru_generate_step", gru_arguments, result=ctypes.c_int)
+        rnn_arguments = [
+            SIZE,
+            SIZE,
+            SIZE,
+            ADDRESS,
+            ADDRESS,
+            SIZE,
+            *[ADDRESS] * 3,
+            flag,
+            flag,
+            ADDRESS,
+            ADDRESS,
+        ]
+        self._rnn_step = c_function(library, "rnn_generate_step", rnn_arguments, result=ctypes.c_int)
         self._draw = c_function(library, "draw_tokens", [SIZE, SIZE, *[ADDRESS] * 3])
         self._pack = c_function(library, "pack_generation_weight", [SIZE, SIZE, SIZE, ADDRESS, flag, ADDRESS])
         self._holds_bfloat16 = c_function(library, "holds_bfloat16", [SIZE, ADDRESS], result=ctypes.c_int)
@@ -132,6 +265,30 @@ class GenerationKernels:
         (see ``LSTMLayerStep``). The weights are packed once (``pack``); ``bias`` and ``table`` must be
         contiguous and stay unchanged while the step is used."""
         return LSTMLayerStep(self, weight_aa, bias, weight_ax, table)
+
+    def gru_layer(
+        self,
+        weight_aa: Tensor,
+        bias: Tensor | None = None,
+        weight_ax: Tensor | None = None,
+        table: Tensor | None = None,
+        candidate_bias: Tensor | None = None,
+    ) -> GRULayerStep:
+        """The step of a GRU layer (``GRULayerStep``): the notes' variant, or cuDNN's with
+        ``candidate_bias``; the other arguments as for ``lstm_layer``."""
+        return GRULayerStep(self, weight_aa, bias, weight_ax, table, candidate_bias)
+
+    def rnn_layer(
+        self,
+        weight_aa: Tensor,
+        relu: bool,
+        bias: Tensor | None = None,
+        weight_ax: Tensor | None = None,
+        table: Tensor | None = None,
+    ) -> RNNLayerStep:
+        """The step of a plain RNN layer (``RNNLayerStep``), tanh or ``relu``; the other arguments as for
+        ``lstm_layer``."""
+        return RNNLayerStep(self, weight_aa, relu, bias, weight_ax, table)
 
     def linear_layer(self, weight: Tensor, bias: Tensor | None) -> Callable[[Tensor], Tensor]:
         """``x -> x W^T + bias`` for ``x`` ``[B, K]``: ``weight`` ``[N, K]``, packed once (``pack``), ``bias``
