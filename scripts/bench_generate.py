@@ -13,8 +13,9 @@ drawing every token with `sampling.next_tokens` under `torch.inference_mode`:
 - `generate, bf16 weights`: the same on a copy of the model with its weights rounded to bfloat16
   (`lmtrain sample --weights bf16`), which the generation kernels read in half the bytes.
 - `model.step`: the same loop with the model's checked, general `step` (what `generate` used before).
-- `nn.LSTM`: the same loop with the layers converted to one multi-layer `nn.LSTM` (`stack_to_native`),
-  called with a window of one step per token, the way a generator built on torch's fused module runs.
+- `nn.LSTM` (`nn.GRU`, `nn.RNN` for `--cell gru`, `rnn`): the same loop with the layers converted to one
+  multi-layer torch module (`stack_to_native`), called with a window of one step per token, the way a
+  generator built on torch's fused module runs.
 
 Before each vocabulary's rows, a row gives the size of the weights a batch-1 step multiplies and how long
 reading them once takes (`torch.sum` over each): at batch 1 a step is bound by that read, so its inverse is
@@ -150,6 +151,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     gru_variant = {"gru_variant": "cudnn"} if args.cell == "gru" else {}  # the one nn.GRU computes
+    native = {"lstm": "nn.LSTM", "gru": "nn.GRU", "rnn": "nn.RNN"}[args.cell]
 
     torch.manual_seed(0)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
@@ -160,7 +162,7 @@ def main() -> None:
     )
     print(
         "| vocabulary | batch | `generate` tok/s | `generate`, bf16 weights, tok/s | `model.step` tok/s "
-        "| `nn.LSTM` tok/s | generate / nn.LSTM (median, min-max) | ms per token (generate) |"
+        f"| `{native}` tok/s | generate / {native} (median, min-max) | ms per token (generate) |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for vocab_size in args.vocab_sizes:
