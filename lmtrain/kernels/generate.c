@@ -125,6 +125,45 @@ static inline const void *block_at(const void *packed, int64_t b, int64_t k_coun
     return (const char *)packed + b * k_count * BLOCK_ROWS * (bf16 ? sizeof(uint16_t) : sizeof(float));
 }
 
+/* Whether each stream's token is a row of the table (the input rows of a folded layer, tokens != NULL). */
+static int tokens_in_table(int64_t batch, const int64_t *tokens, int64_t table_rows) {
+    if (tokens)
+        for (int64_t b = 0; b < batch; ++b)
+            if (tokens[b] < 0 || tokens[b] >= table_rows)
+                return 0;
+    return 1;
+}
+
+/* Units of one block when the block's 64 rows are `groups` groups of a layer with `units` units. */
+static inline int64_t units_in_block(int64_t block, int64_t units, int64_t groups) {
+    int64_t lanes = BLOCK_ROWS / groups, first = block * lanes;
+    return units - first < lanes ? units - first : lanes;
+}
+
+/* One stream's 64 pre-activations of a block whose rows are `groups` groups of `units` units,
+ *     z[g * lanes + l] = input_row[g * units + first + l] + (W_ax x + W_aa h)[that row]
+ * (lanes = 64 / groups, first = block * lanes; z is 0 past the last unit): the input row's entries where
+ * input_row is not NULL, W_ax x where packed_ax is not NULL (an unfolded layer), W_aa h where packed_aa
+ * is not NULL. */
+static void block_preactivations(int64_t block, int64_t units, int64_t groups, const float *input_row,
+                                 const void *packed_ax, const float *x, int64_t input_size,
+                                 const void *packed_aa, const float *h, int bf16, float z[BLOCK_ROWS]) {
+    void (*sums_of)(const void *, const float *, int64_t, float8 *) =
+        bf16 ? block_sums_bf16 : block_sums_fp32;
+    const int64_t lanes = BLOCK_ROWS / groups, count = units_in_block(block, units, groups);
+    memset(z, 0, BLOCK_ROWS * sizeof(float));
+    if (input_row)
+        for (int64_t group = 0; group < groups; ++group)
+            memcpy(z + group * lanes, input_row + group * units + block * lanes, count * sizeof(float));
+    float8 sums[BLOCK_VECTORS];
+    memcpy(sums, z, sizeof sums);
+    if (packed_ax)
+        sums_of(block_at(packed_ax, block, input_size, bf16), x, input_size, sums);
+    if (packed_aa)
+        sums_of(block_at(packed_aa, block, units, bf16), h, units, sums);
+    memcpy(z, sums, sizeof sums);
+}
+
 /* One LSTM step for B streams:
  *     z = input_row + W_ax x + W_aa a_prev            gates u, f, C~, o of z -> c = C<t>, a = a<t>
  * ([B, H] each; a and c may not alias a_prev and c_prev). The input row of stream b is the bias
@@ -136,47 +175,29 @@ int lstm_generate_step(int64_t batch, int64_t hidden, int64_t input_size, const 
                        const int64_t *tokens, int64_t table_rows, const void *packed_ax, const float *x,
                        const void *packed_aa, int bf16, const float *a_prev, const float *c_prev, float *a,
                        float *c) {
-    if (tokens)
-        for (int64_t b = 0; b < batch; ++b)
-            if (tokens[b] < 0 || tokens[b] >= table_rows)
-                return -1;
-    void (*sums_of)(const void *, const float *, int64_t, float8 *) =
-        bf16 ? block_sums_bf16 : block_sums_fp32;
+    if (!tokens_in_table(batch, tokens, table_rows))
+        return -1;
     const int64_t units = BLOCK_ROWS / 4, blocks = (hidden + units - 1) / units;
     int64_t weights = 4 * hidden * (hidden + (packed_ax ? input_size : 0));
 #pragma omp parallel for schedule(static) if (weights >= PARALLEL_MIN_WEIGHTS)
     for (int64_t block = 0; block < blocks; ++block) {
-        int64_t first = block * units, count = hidden - first < units ? hidden - first : units;
+        int64_t first = block * units, count = units_in_block(block, hidden, 4);
         for (int64_t b = 0; b < batch; ++b) {
             const float *input_row = tokens ? input_rows + tokens[b] * 4 * hidden : input_rows;
-            float z[4][16] = {{0}}; /* gate, unit of the block */
-            for (int gate = 0; gate < 4; ++gate)
-                memcpy(z[gate], input_row + gate * hidden + first, count * sizeof(float));
-            float8 sums[BLOCK_VECTORS];
-            memcpy(sums, z, sizeof sums);
-            if (packed_ax)
-                sums_of(block_at(packed_ax, block, input_size, bf16), x + b * input_size, input_size, sums);
-            sums_of(block_at(packed_aa, block, hidden, bf16), a_prev + b * hidden, hidden, sums);
-            memcpy(z, sums, sizeof z);
+            float z[BLOCK_ROWS]; /* [gate][unit of the block] */
+            block_preactivations(block, hidden, 4, input_row, packed_ax, x + b * input_size, input_size,
+                                 packed_aa, a_prev + b * hidden, bf16, z);
             for (int64_t unit = 0; unit < count; ++unit) {
                 int64_t j = b * hidden + first + unit;
-                float u = sigmoid(z[0][unit]), f = sigmoid(z[1][unit]), g = tanh_approx(z[2][unit]);
+                float u = sigmoid(z[unit]), f = sigmoid(z[units + unit]);
+                float g = tanh_approx(z[2 * units + unit]);
                 float cell = f * c_prev[j] + u * g;
                 c[j] = cell;
-                a[j] = sigmoid(z[3][unit]) * tanh_approx(cell);
+                a[j] = sigmoid(z[3 * units + unit]) * tanh_approx(cell);
             }
         }
     }
     return 0;
-}
-
-/* Whether each stream's token is a row of the table (the input rows of a folded layer, tokens != NULL). */
-static int tokens_in_table(int64_t batch, const int64_t *tokens, int64_t table_rows) {
-    if (tokens)
-        for (int64_t b = 0; b < batch; ++b)
-            if (tokens[b] < 0 || tokens[b] >= table_rows)
-                return 0;
-    return 1;
 }
 
 /* One GRU step for B streams, either variant (the notes' with candidate_bias NULL, cuDNN's with its b_ca):
@@ -192,13 +213,12 @@ static int tokens_in_table(int64_t batch, const int64_t *tokens, int64_t table_r
  * Γ_r (cuDNN). c may not alias c_prev. Returns 0, or -1 without computing anything when a token is not a
  * row of the table. */
 int gru_generate_step(int64_t batch, int64_t hidden, int64_t input_size, const float *input_rows,
-                      const int64_t *tokens, int64_t table_rows, const void *gates_ax, const void *candidate_ax,
-                      const float *x, const void *gates_aa, const void *candidate_aa, const float *candidate_bias,
-                      int bf16, const float *c_prev, float *scratch, float *c) {
+                      const int64_t *tokens, int64_t table_rows, const void *gates_ax,
+                      const void *candidate_ax, const float *x, const void *gates_aa,
+                      const void *candidate_aa, int bf16, const float *candidate_bias, const float *c_prev,
+                      float *scratch, float *c) {
     if (!tokens_in_table(batch, tokens, table_rows))
         return -1;
-    void (*sums_of)(const void *, const float *, int64_t, float8 *) =
-        bf16 ? block_sums_bf16 : block_sums_fp32;
     const int64_t gate_units = BLOCK_ROWS / 2, gate_blocks = (hidden + gate_units - 1) / gate_units;
     const int64_t candidate_blocks = (hidden + BLOCK_ROWS - 1) / BLOCK_ROWS;
     int64_t weights = 3 * hidden * (hidden + (gates_ax ? input_size : 0));
@@ -206,52 +226,42 @@ int gru_generate_step(int64_t batch, int64_t hidden, int64_t input_size, const f
     {
 #pragma omp for schedule(static)
         for (int64_t block = 0; block < gate_blocks; ++block) {
-            int64_t first = block * gate_units, count = hidden - first < gate_units ? hidden - first : gate_units;
+            int64_t first = block * gate_units, count = units_in_block(block, hidden, 2);
             for (int64_t b = 0; b < batch; ++b) {
                 const float *input_row = tokens ? input_rows + tokens[b] * 3 * hidden : input_rows;
-                float z[2][32] = {{0}}; /* gate (u, r), unit of the block */
-                for (int gate = 0; gate < 2; ++gate)
-                    memcpy(z[gate], input_row + gate * hidden + first, count * sizeof(float));
-                float8 sums[BLOCK_VECTORS];
-                memcpy(sums, z, sizeof sums);
-                if (gates_ax)
-                    sums_of(block_at(gates_ax, block, input_size, bf16), x + b * input_size, input_size, sums);
-                sums_of(block_at(gates_aa, block, hidden, bf16), c_prev + b * hidden, hidden, sums);
-                memcpy(z, sums, sizeof z);
+                float z[BLOCK_ROWS]; /* [gate (u, r)][unit of the block] */
+                block_preactivations(block, hidden, 2, input_row, gates_ax, x + b * input_size, input_size,
+                                     gates_aa, c_prev + b * hidden, bf16, z);
+                float *update = scratch + b * 2 * hidden, *reset_part = update + hidden;
                 for (int64_t unit = 0; unit < count; ++unit) {
                     int64_t j = first + unit;
-                    float reset = sigmoid(z[1][unit]);
-                    scratch[b * 2 * hidden + j] = sigmoid(z[0][unit]);
-                    scratch[b * 2 * hidden + hidden + j] = candidate_bias ? reset : reset * c_prev[b * hidden + j];
+                    float reset = sigmoid(z[gate_units + unit]);
+                    update[j] = sigmoid(z[unit]);
+                    reset_part[j] = candidate_bias ? reset : reset * c_prev[b * hidden + j];
                 }
             }
         }
 #pragma omp for schedule(static)
         for (int64_t block = 0; block < candidate_blocks; ++block) {
-            int64_t first = block * BLOCK_ROWS;
-            int64_t count = hidden - first < BLOCK_ROWS ? hidden - first : BLOCK_ROWS;
+            int64_t first = block * BLOCK_ROWS, count = units_in_block(block, hidden, 1);
             for (int64_t b = 0; b < batch; ++b) {
                 const float *input_row = tokens ? input_rows + tokens[b] * 3 * hidden : input_rows;
                 const float *update = scratch + b * 2 * hidden, *reset_part = update + hidden;
-                float from_x[BLOCK_ROWS] = {0}, from_c[BLOCK_ROWS] = {0};
-                memcpy(from_x, input_row + 2 * hidden + first, count * sizeof(float));
-                float8 x_sums[BLOCK_VECTORS], c_sums[BLOCK_VECTORS];
-                memcpy(x_sums, from_x, sizeof x_sums);
-                memcpy(c_sums, from_c, sizeof c_sums);
-                if (candidate_ax)
-                    sums_of(block_at(candidate_ax, block, input_size, bf16), x + b * input_size, input_size,
-                            x_sums);
-                /* notes: W_ca (Γ_r * c_prev), into the same sums; cuDNN: W_ca c_prev, apart */
-                sums_of(block_at(candidate_aa, block, hidden, bf16), candidate_bias ? c_prev + b * hidden : reset_part,
-                        hidden, candidate_bias ? c_sums : x_sums);
-                memcpy(from_x, x_sums, sizeof from_x);
-                memcpy(from_c, c_sums, sizeof from_c);
+                /* notes: W_ca (Γ_r * c_prev) in the same sums as W_cx x; cuDNN: W_ca c_prev apart */
+                float z[BLOCK_ROWS], recurrent[BLOCK_ROWS];
+                block_preactivations(block, hidden, 1, input_row + 2 * hidden, candidate_ax,
+                                     x + b * input_size, input_size, candidate_bias ? NULL : candidate_aa,
+                                     reset_part, bf16, z);
+                if (candidate_bias)
+                    block_preactivations(block, hidden, 1, NULL, NULL, NULL, 0, candidate_aa,
+                                         c_prev + b * hidden, bf16, recurrent);
                 for (int64_t unit = 0; unit < count; ++unit) {
                     int64_t j = first + unit;
-                    float z = candidate_bias ? from_x[unit] + reset_part[j] * (from_c[unit] + candidate_bias[j])
-                                             : from_x[unit];
+                    float pre = z[unit];
+                    if (candidate_bias)
+                        pre += reset_part[j] * (recurrent[unit] + candidate_bias[j]);
                     float previous = c_prev[b * hidden + j];
-                    c[b * hidden + j] = previous + update[j] * (tanh_approx(z) - previous);
+                    c[b * hidden + j] = previous + update[j] * (tanh_approx(pre) - previous);
                 }
             }
         }
@@ -267,25 +277,19 @@ int rnn_generate_step(int64_t batch, int64_t hidden, int64_t input_size, const f
                       const void *packed_aa, int bf16, int relu, const float *a_prev, float *a) {
     if (!tokens_in_table(batch, tokens, table_rows))
         return -1;
-    void (*sums_of)(const void *, const float *, int64_t, float8 *) =
-        bf16 ? block_sums_bf16 : block_sums_fp32;
     const int64_t blocks = (hidden + BLOCK_ROWS - 1) / BLOCK_ROWS;
     int64_t weights = hidden * (hidden + (packed_ax ? input_size : 0));
 #pragma omp parallel for schedule(static) if (weights >= PARALLEL_MIN_WEIGHTS)
     for (int64_t block = 0; block < blocks; ++block) {
-        int64_t first = block * BLOCK_ROWS, count = hidden - first < BLOCK_ROWS ? hidden - first : BLOCK_ROWS;
+        int64_t first = block * BLOCK_ROWS, count = units_in_block(block, hidden, 1);
         for (int64_t b = 0; b < batch; ++b) {
             const float *input_row = tokens ? input_rows + tokens[b] * hidden : input_rows;
-            float z[BLOCK_ROWS] = {0};
-            memcpy(z, input_row + first, count * sizeof(float));
-            float8 sums[BLOCK_VECTORS];
-            memcpy(sums, z, sizeof sums);
-            if (packed_ax)
-                sums_of(block_at(packed_ax, block, input_size, bf16), x + b * input_size, input_size, sums);
-            sums_of(block_at(packed_aa, block, hidden, bf16), a_prev + b * hidden, hidden, sums);
-            memcpy(z, sums, sizeof z);
+            float z[BLOCK_ROWS];
+            block_preactivations(block, hidden, 1, input_row, packed_ax, x + b * input_size, input_size,
+                                 packed_aa, a_prev + b * hidden, bf16, z);
             for (int64_t unit = 0; unit < count; ++unit)
-                a[b * hidden + first + unit] = relu ? (z[unit] < 0.0f ? 0.0f : z[unit]) : tanh_approx(z[unit]);
+                a[b * hidden + first + unit] =
+                    relu ? (z[unit] < 0.0f ? 0.0f : z[unit]) : tanh_approx(z[unit]);
         }
     }
     return 0;
@@ -295,22 +299,15 @@ int rnn_generate_step(int64_t batch, int64_t hidden, int64_t input_size, const f
  * where bf16 is 1, bfloat16; bias [N] (or NULL), out [B, N]. */
 void linear_few_rows(int64_t batch, int64_t in_features, int64_t out_features, const float *x,
                      const void *packed, int bf16, const float *bias, float *out) {
-    void (*sums_of)(const void *, const float *, int64_t, float8 *) =
-        bf16 ? block_sums_bf16 : block_sums_fp32;
     int64_t blocks = (out_features + BLOCK_ROWS - 1) / BLOCK_ROWS;
 #pragma omp parallel for schedule(static) if (in_features * out_features >= PARALLEL_MIN_WEIGHTS)
     for (int64_t block = 0; block < blocks; ++block) {
-        int64_t first = block * BLOCK_ROWS;
-        int64_t count = out_features - first < BLOCK_ROWS ? out_features - first : BLOCK_ROWS;
         for (int64_t b = 0; b < batch; ++b) {
-            float rows[BLOCK_ROWS] = {0};
-            if (bias)
-                memcpy(rows, bias + first, count * sizeof(float));
-            float8 sums[BLOCK_VECTORS];
-            memcpy(sums, rows, sizeof sums);
-            sums_of(block_at(packed, block, in_features, bf16), x + b * in_features, in_features, sums);
-            memcpy(rows, sums, sizeof rows);
-            memcpy(out + b * out_features + first, rows, count * sizeof(float));
+            float z[BLOCK_ROWS];
+            block_preactivations(block, out_features, 1, bias, packed, x + b * in_features, in_features, NULL,
+                                 NULL, bf16, z);
+            memcpy(out + b * out_features + block * BLOCK_ROWS, z,
+                   units_in_block(block, out_features, 1) * sizeof(float));
         }
     }
 }

@@ -37,13 +37,64 @@ LSTM_GATES = 4
 """The row groups of an LSTM weight (u, f, C̃, o), packed side by side: 16 units' gate rows per block."""
 
 
-class LSTMLayerStep:
-    """One LSTM layer's generation step on weights fixed when it is made (their pointers are taken once;
-    the step holds the tensors, so they stay alive). ``step(inputs, a_prev, c_prev) -> (a<t>, C<t>)``.
+class PackedLayerStep:
+    """What the cells' generation steps share: ``W_ax`` and ``W_aa`` packed once (``pack(weight, bf16)``
+    gives a weight's packed pieces), the input rows (the bias, or with ``table`` the embedding folded into
+    the input projection, ``[V, G*H]``: ``b + W_ax e`` for every token, and the inputs are then token ids
+    ``[B]``, int64, instead of ``x<t>`` ``[B, E]``), and the C call. Every step's C function takes
+    ``(B, H, E, input rows, token ids, V, W_ax's pieces, x, W_aa's pieces, bf16, *extra, *states)``, the
+    states being the previous state, scratch and output tensors the subclass names. The step holds the
+    packed tensors, so their addresses stay valid."""
 
-    With ``table`` (``[V, 4H]``, the embedding folded into the input projection: ``b + W_ax e`` for every
-    token), ``inputs`` are token ids ``[B]`` (int64); otherwise ``inputs`` is ``x<t>`` ``[B, E]`` and the step
-    computes ``b + W_ax x<t>`` itself."""
+    def __init__(
+        self,
+        function: ctypes._CFuncPtr,
+        kernels: GenerationKernels,
+        pack: Callable[[Tensor, bool], list[Tensor]],
+        weight_aa: Tensor,
+        bias: Tensor | None,
+        weight_ax: Tensor | None,
+        table: Tensor | None,
+        extra: tuple = (),
+    ):
+        self._function = function
+        self.hidden = weight_aa.shape[1]
+        self.table_rows = 0 if table is None else table.shape[0]
+        self.input_size = 0 if weight_ax is None else weight_ax.shape[1]
+        self.weights_bf16 = kernels.holds_bfloat16(weight_aa, weight_ax)
+        recurrent = pack(weight_aa, self.weights_bf16)
+        inputs = [None] * len(recurrent) if weight_ax is None else pack(weight_ax, self.weights_bf16)
+        input_rows = table if table is not None else bias
+        self._tensors = (*recurrent, *inputs, input_rows)  # kept alive for the addresses below
+        self._input_rows = pointer(input_rows)
+        self._input_weights = [pointer(t) for t in inputs]
+        self._recurrent_weights = [pointer(t) for t in recurrent]
+        self._extra = extra
+
+    def _run(self, inputs: Tensor, *states: Tensor) -> None:
+        """The C step on ``inputs`` and the state, scratch and output tensors ``[B, ...]``."""
+        tokens, x = _inputs(inputs, self.table_rows)
+        status = self._function(
+            states[0].shape[0],
+            self.hidden,
+            self.input_size,
+            self._input_rows,
+            pointer(tokens),
+            self.table_rows,
+            *self._input_weights,
+            pointer(x),
+            *self._recurrent_weights,
+            self.weights_bf16,
+            *self._extra,
+            *map(pointer, states),
+        )
+        if status != 0:
+            raise IndexError(f"a token id is outside the vocabulary [0, {self.table_rows})")
+
+
+class LSTMLayerStep(PackedLayerStep):
+    """One LSTM layer's generation step, ``step(inputs, a_prev, c_prev) -> (a<t>, C<t>)``; the weights in
+    LSTM blocks (16 units' four gate rows each)."""
 
     def __init__(
         self,
@@ -53,43 +104,22 @@ class LSTMLayerStep:
         weight_ax: Tensor | None = None,
         table: Tensor | None = None,
     ):
-        self._function = kernels._lstm_step
-        self.hidden = weight_aa.shape[1]
-        self.table_rows = 0 if table is None else table.shape[0]
-        self.input_size = 0 if weight_ax is None else weight_ax.shape[1]
-        self.weights_bf16 = kernels.holds_bfloat16(weight_aa, weight_ax)
-        packed_aa = kernels.pack(weight_aa, LSTM_GATES, self.weights_bf16)
-        packed_ax = None if weight_ax is None else kernels.pack(weight_ax, LSTM_GATES, self.weights_bf16)
-        self._tensors = (packed_aa, bias, packed_ax, table)  # kept alive for the pointers below
-        self._input_rows = pointer(table if table is not None else bias)
-        self._weight_ax, self._weight_aa = pointer(packed_ax), pointer(packed_aa)
+        def pack(weight: Tensor, bf16: bool) -> list[Tensor]:
+            return [kernels.pack(weight, LSTM_GATES, bf16)]
+
+        super().__init__(kernels._lstm_step, kernels, pack, weight_aa, bias, weight_ax, table)
 
     def __call__(self, inputs: Tensor, a_prev: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
         batch = a_prev.shape[0]
         a, c = a_prev.new_empty(batch, self.hidden), c_prev.new_empty(batch, self.hidden)
-        tokens, x = _inputs(inputs, self.table_rows)
-        status = self._function(
-            batch,
-            self.hidden,
-            self.input_size,
-            self._input_rows,
-            pointer(tokens),
-            self.table_rows,
-            self._weight_ax,
-            pointer(x),
-            self._weight_aa,
-            self.weights_bf16,
-            *map(pointer, (a_prev, c_prev, a, c)),
-        )
-        if status != 0:
-            raise IndexError(f"a token id is outside the vocabulary [0, {self.table_rows})")
+        self._run(inputs, a_prev, c_prev, a, c)
         return a, c
 
 
-class GRULayerStep:
+class GRULayerStep(PackedLayerStep):
     """One GRU layer's generation step (either variant: the notes', or cuDNN's with ``candidate_bias``, its
-    ``b_ca``) on weights packed when it is made. ``step(inputs, c_prev) -> c<t>``; ``inputs`` as for
-    ``LSTMLayerStep``, with a ``[V, 3H]`` table."""
+    ``b_ca``), ``step(inputs, c_prev) -> c<t>``; each weight in two pieces: the gates' rows (u, r) in blocks
+    of 32 units, the candidate's in blocks of 64."""
 
     def __init__(
         self,
@@ -100,55 +130,27 @@ class GRULayerStep:
         table: Tensor | None = None,
         candidate_bias: Tensor | None = None,
     ):
-        self._function = kernels._gru_step
-        self.hidden = hidden = weight_aa.shape[1]
-        self.table_rows = 0 if table is None else table.shape[0]
-        self.input_size = 0 if weight_ax is None else weight_ax.shape[1]
-        self.weights_bf16 = kernels.holds_bfloat16(weight_aa, weight_ax)
+        hidden = weight_aa.shape[1]
 
-        def packed(weight: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
-            """The gates' rows (u, r) in blocks of 32 units, the candidate's in blocks of 64."""
-            if weight is None:
-                return None, None
-            gates, candidate = weight.split([2 * hidden, hidden])
-            return kernels.pack(gates, 2, self.weights_bf16), kernels.pack(candidate, 1, self.weights_bf16)
+        def pack(weight: Tensor, bf16: bool) -> list[Tensor]:
+            gates, candidate = weight.split([2 * hidden, hidden])  # [2H, K], [H, K]
+            return [kernels.pack(gates, 2, bf16), kernels.pack(candidate, 1, bf16)]
 
-        gates_aa, candidate_aa = packed(weight_aa)
-        gates_ax, candidate_ax = packed(weight_ax)
-        input_rows = table if table is not None else bias
-        self._tensors = (gates_aa, candidate_aa, gates_ax, candidate_ax, input_rows, candidate_bias)
-        self._addresses = [pointer(t) for t in self._tensors]
+        self._candidate_bias = candidate_bias  # kept alive for its address
+        extra = (pointer(candidate_bias),)
+        super().__init__(kernels._gru_step, kernels, pack, weight_aa, bias, weight_ax, table, extra)
 
     def __call__(self, inputs: Tensor, c_prev: Tensor) -> Tensor:
         batch = c_prev.shape[0]
         c, scratch = c_prev.new_empty(batch, self.hidden), c_prev.new_empty(batch, 2 * self.hidden)
-        tokens, x = _inputs(inputs, self.table_rows)
-        gates_aa, candidate_aa, gates_ax, candidate_ax, input_rows, candidate_bias = self._addresses
-        status = self._function(
-            batch,
-            self.hidden,
-            self.input_size,
-            input_rows,
-            pointer(tokens),
-            self.table_rows,
-            gates_ax,
-            candidate_ax,
-            pointer(x),
-            gates_aa,
-            candidate_aa,
-            candidate_bias,
-            self.weights_bf16,
-            *map(pointer, (c_prev, scratch, c)),
-        )
-        if status != 0:
-            raise IndexError(f"a token id is outside the vocabulary [0, {self.table_rows})")
+        self._run(inputs, c_prev, scratch, c)
         return c
 
 
-class RNNLayerStep:
-    """One plain RNN layer's generation step, ``a = g(input row + W_ax x + W_aa a_prev)`` with g tanh or
-    (``relu``) relu, on weights packed when it is made. ``step(inputs, a_prev) -> a<t>``; ``inputs`` as for
-    ``LSTMLayerStep``, with a ``[V, H]`` table."""
+class RNNLayerStep(PackedLayerStep):
+    """One plain RNN layer's generation step, ``step(inputs, a_prev) -> a<t>`` with
+    ``a<t> = g(input row + W_ax x + W_aa a_prev)``, g tanh or (``relu``) relu; the weights in blocks of 64
+    units."""
 
     def __init__(
         self,
@@ -159,39 +161,14 @@ class RNNLayerStep:
         weight_ax: Tensor | None = None,
         table: Tensor | None = None,
     ):
-        self._function = kernels._rnn_step
-        self.hidden = weight_aa.shape[1]
-        self.relu = relu
-        self.table_rows = 0 if table is None else table.shape[0]
-        self.input_size = 0 if weight_ax is None else weight_ax.shape[1]
-        self.weights_bf16 = kernels.holds_bfloat16(weight_aa, weight_ax)
-        packed_aa = kernels.pack(weight_aa, 1, self.weights_bf16)
-        packed_ax = None if weight_ax is None else kernels.pack(weight_ax, 1, self.weights_bf16)
-        input_rows = table if table is not None else bias
-        self._tensors = (packed_aa, packed_ax, input_rows)  # kept alive for the addresses below
-        self._addresses = [pointer(t) for t in self._tensors]
+        def pack(weight: Tensor, bf16: bool) -> list[Tensor]:
+            return [kernels.pack(weight, 1, bf16)]
+
+        super().__init__(kernels._rnn_step, kernels, pack, weight_aa, bias, weight_ax, table, (int(relu),))
 
     def __call__(self, inputs: Tensor, a_prev: Tensor) -> Tensor:
-        batch = a_prev.shape[0]
-        a = a_prev.new_empty(batch, self.hidden)
-        tokens, x = _inputs(inputs, self.table_rows)
-        packed_aa, packed_ax, input_rows = self._addresses
-        status = self._function(
-            batch,
-            self.hidden,
-            self.input_size,
-            input_rows,
-            pointer(tokens),
-            self.table_rows,
-            packed_ax,
-            pointer(x),
-            packed_aa,
-            self.weights_bf16,
-            self.relu,
-            *map(pointer, (a_prev, a)),
-        )
-        if status != 0:
-            raise IndexError(f"a token id is outside the vocabulary [0, {self.table_rows})")
+        a = a_prev.new_empty(a_prev.shape[0], self.hidden)
+        self._run(inputs, a_prev, a)
         return a
 
 
@@ -215,7 +192,7 @@ class GenerationKernels:
         self._lstm_step = c_function(library, "lstm_generate_step", lstm_arguments, result=ctypes.c_int)
         linear_arguments = [SIZE, SIZE, SIZE, ADDRESS, ADDRESS, flag, ADDRESS, ADDRESS]
         self._linear = c_function(library, "linear_few_rows", linear_arguments)
-        gru_arguments = [SIZE, SIZE, SIZE, ADDRESS, ADDRESS, SIZE, *[ADDRESS] * 6, flag, *[ADDRESS] * 3]
+        gru_arguments = [SIZE, SIZE, SIZE, ADDRESS, ADDRESS, SIZE, *[ADDRESS] * 5, flag, *[ADDRESS] * 4]
         self._gru_step = c_function(library, "gru_generate_step", gru_arguments, result=ctypes.c_int)
         rnn_arguments = [
             SIZE,
