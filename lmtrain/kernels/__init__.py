@@ -13,7 +13,8 @@ run the same equations in torch (see ``kernel_mode``).
     lstm_step.c     the LSTM step's gate arithmetic, forward and backward   (lstm.py: its Python face)
     gru_step.c      the notes' GRU step, two passes each way   (gru.py)
     panel_product.c the windows' per-step matrix products on a weight packed once   (panel_product.py)
-    generate.c      a generation step for a few streams, linear layers, the sampling draw   (generate.py)
+    generate.c      LSTM, GRU and RNN generation steps for a few streams on weights packed once (fp32
+                    or bf16), linear layers, the sampling draw   (generate.py)
     layout.c        a tiled transpose for the weights' per-window layouts   (layout.py)
 """
 
