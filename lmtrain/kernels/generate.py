@@ -25,10 +25,11 @@ from torch import Tensor
 from lmtrain.kernels import ADDRESS, SIZE, c_function, pointer
 from lmtrain.kernels.compiler import kernel_library
 
-FEW_STREAMS = 16
+FEW_STREAMS = 24
 """The most streams the generation kernels serve; more go to torch's products. On the README's machine
-(2-layer LSTM, H = 512) the kernels generated 1.3x torch's tokens/s at 8 streams, 1.0-1.1x at 16 and
-0.9x at 32."""
+(2-layer LSTM, H = 512, V = 100, `generate` with each path forced, alternating) the packed-block kernels
+generated 1.7x torch's tokens/s at 8 streams, 1.5x at 16, 1.07-1.13x at 24, 0.98-1.06x at 32 and 0.9-0.95x
+at 40-48 (at V = 10,000: 1.3x at 16, 1.0x at 32)."""
 
 BLOCK_ROWS = 64
 """Output rows per packed block: ``BLOCK_ROWS`` in ``generate.c``."""
