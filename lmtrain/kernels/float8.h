@@ -1,7 +1,7 @@
 /* Eight floats as one vector, for the kernels that write their inner loops with it (panel_product.c,
  * generate.c): GCC and clang vector extensions, so the same source is one AVX register with
  * -march=native and two SSE registers in the portable build. Loads and stores need no alignment (they
- * compile to one unaligned vector move each). Weights stored as bfloat16 load as eight floats too.
+ * compile to one unaligned vector move each). Weights stored as bfloat16 load as floats too, 16 at a time.
  */
 #ifndef LMTRAIN_FLOAT8_H
 #define LMTRAIN_FLOAT8_H
@@ -20,25 +20,7 @@ static inline float8 load8(const float *p) {
 static inline void store8(float *p, float8 v) { memcpy(p, &v, sizeof v); }
 
 /* bfloat16 is the top half of a float's bits: widening one is a 16-bit shift, exact. */
-typedef uint16_t bf16x8 __attribute__((vector_size(16)));
 typedef uint32_t uint32x8 __attribute__((vector_size(32)));
-
-static inline float bf16_to_float(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float value;
-    memcpy(&value, &bits, sizeof value);
-    return value;
-}
-
-/* Eight bfloat16 values widened to floats. */
-static inline float8 load8_bf16(const uint16_t *p) {
-    bf16x8 halves;
-    memcpy(&halves, p, sizeof halves);
-    uint32x8 bits = __builtin_convertvector(halves, uint32x8) << 16;
-    float8 v;
-    memcpy(&v, &bits, sizeof v);
-    return v;
-}
 
 /* Sixteen bfloat16 values w0 .. w15 stored interleaved, w0 w8 w1 w9 ... w7 w15, widened to floats: as
  * eight 32-bit lanes, lane i holds w_i in its low half and w_{i+8} in its high half, so one load, one
