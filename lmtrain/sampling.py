@@ -36,6 +36,7 @@ from lmtrain.errors import ConfigError
 from lmtrain.kernels import fused_applies
 from lmtrain.kernels.generate import generation_kernels
 from lmtrain.model import RNNLanguageModel
+from lmtrain.token_loop import TokenLoop
 from lmtrain.tokenizer import EOS, Tokenizer, WordTokenizer, format_tokens
 
 UNKNOWN_MODES = ("error", "map", "skip")
@@ -245,6 +246,35 @@ def read_context(
     return logits, state
 
 
+def start_state(
+    model: RNNLanguageModel, step: Callable | None, context: list[int], num_samples: int, device: torch.device
+) -> tuple[torch.Tensor, State]:
+    """The logits `[M, V]` and the state of `M` streams after the context, read once for one stream and
+    copied; with no context (a character model whose text had no line break, and no prompt) the initial
+    state, and equal logits, so that the first token is drawn uniformly. `step` reads a short context
+    (`read_context`); a longer one, or none, does without it."""
+    if not context:
+        return torch.zeros(num_samples, model.vocab_size, device=device), model.initial_state(
+            num_samples, device
+        )
+    logits, state = read_context(model, step, context, device)
+    state = [tuple(t.expand(num_samples, -1).contiguous() for t in layer) for layer in state]
+    return logits.expand(num_samples, -1), state  # [M, V]
+
+
+def start_loop(
+    loop: TokenLoop, model: RNNLanguageModel, context: list[int], num_samples: int, device: torch.device
+) -> None:
+    """`start_state` for a `TokenLoop`: a short context is fed to the loop itself, a token at a time for
+    every stream (the loop's step costs what one stream's does), a longer one read as one window."""
+    if len(context) > STEPPED_CONTEXT:
+        loop.start(*start_state(model, None, context, num_samples, device))
+        return
+    loop.start(*start_state(model, None, [], num_samples, device))
+    for token in context:
+        loop.feed(token)
+
+
 @torch.inference_mode()
 def generate_steps(
     model: RNNLanguageModel,
@@ -270,28 +300,41 @@ def generate_steps(
     start = boundary_token(tokenizer)
     if start is not None:
         context.insert(0, start)
-    # The per-token step with weights laid out once (model.inference_step), unless dropout is on.
-    step = model.step if model.training else model.inference_step()
-    if context:
-        # The context read once for one stream, then M copies of its state and last logits.
-        logits, state = read_context(model, step, context, device)
-        logits = logits.expand(num_samples, -1)  # [M, V]
-        state = [tuple(t.expand(num_samples, -1).contiguous() for t in layer) for layer in state]
-    else:
-        # Nothing to condition on (a character model whose text had no line break, and no prompt):
-        # the first token is drawn uniformly, from a zero state.
-        logits, state = torch.zeros(num_samples, tokenizer.vocab_size, device=device), None
     stop_id = tokenizer.eos_id if stop_at_eos and isinstance(tokenizer, WordTokenizer) else None
     banned = tokenizer.unk_id if options.no_unk and isinstance(tokenizer, WordTokenizer) else None
+    loop = TokenLoop.for_model(model, num_samples)
+    if loop is not None:  # the C kernels' loop on buffers made once (lmtrain.token_loop)
+        start_loop(loop, model, context, num_samples, device)
+        draws = loop.tokens(length, options, banned, generator)
+    else:
+        # The per-token step with weights laid out once (model.inference_step), unless dropout is on.
+        step = model.step if model.training else model.inference_step()
+        logits, state = start_state(model, step, context, num_samples, device)
+        draws = stepped_tokens(step, logits, state, length, options, banned, generator)
     active = [True] * num_samples
-    for position in range(length):
-        tokens = next_tokens(logits, options, banned, generator)  # [M]
+    for tokens in draws:
         ids = tokens.tolist()
         yield [token if running else None for token, running in zip(ids, active, strict=True)]
         if stop_id is not None:
             active = [running and token != stop_id for token, running in zip(ids, active, strict=True)]
             if not any(active):
                 return
+
+
+def stepped_tokens(
+    step: Callable,
+    logits: torch.Tensor,
+    state: State,
+    length: int,
+    options: SamplingOptions,
+    banned: int | None,
+    generator: torch.Generator,
+) -> Iterator[torch.Tensor]:
+    """Each step's tokens `[M]`, `length` of them, from `logits` `[M, V]` and `state` on: `next_tokens`
+    chooses, and `step(tokens, state) -> (logits, state)` runs the model when the next is asked for."""
+    for position in range(length):
+        tokens = next_tokens(logits, options, banned, generator)  # [M]
+        yield tokens
         if position + 1 < length:
             logits, state = step(tokens, state)
 

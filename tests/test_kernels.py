@@ -376,7 +376,7 @@ def test_generation_linear_packs_bfloat16_weights_with_the_same_result(monkeypat
     compact = generation_kernels().linear_layer(weight, bias)
     monkeypatch.setattr(GenerationKernels, "holds_bfloat16", lambda *weights: False)
     plain = generation_kernels().linear_layer(weight, bias)
-    assert compact.tensors[0].dtype == torch.bfloat16 and plain.tensors[0].dtype == torch.float32
+    assert compact.weights_bf16 and not plain.weights_bf16
     assert torch.equal(compact(x), plain(x))
     assert_close(compact(x), F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from lmtrain.cells.panels import generation_linear
 from lmtrain.kernels import fused_applies
-from lmtrain.kernels.generate import GenerationKernels, by_stream_count, generation_kernels
+from lmtrain.kernels.generate import GenerationKernels, PackedLayerStep, by_stream_count, generation_kernels
 
 State = tuple[Tensor, ...]
 """A layer's recurrent state: ``(a,)`` for rnn, gru and esn, ``(a, c)`` for lstm, each ``[B, H]``."""
@@ -322,17 +322,30 @@ class RecurrentLayer(nn.Module):
         ``W_ax``), as for character models.
 
         For up to ``FEW_STREAMS`` fp32 CPU streams, where lmtrain's C kernels build, a step is one C call
-        that reads every weight once (``_fused_inference_step``, ``lmtrain.kernels.generate``); otherwise,
+        that reads every weight once (``kernel_step``, ``lmtrain.kernels.generate``); otherwise,
         and for cells without one, it is ``_torch_inference_step``, built on first use.
         """
-        kernels = generation_kernels() if fused_applies(self.weight_aa) else None
-        fused = None if kernels is None else self._fused_inference_step(kernels, embedding)
-        if fused is None:
+        layer_step = self.kernel_step(embedding)
+        if layer_step is None:
             return self._torch_inference_step(embedding)
+
+        def fused(inputs: Tensor, state: State) -> tuple[Tensor, State]:
+            new_state = layer_step(inputs, *state)
+            return new_state[0], new_state
+
         return by_stream_count(fused, lambda: self._torch_inference_step(embedding))
 
-    def _fused_inference_step(self, kernels: GenerationKernels, embedding: Tensor | None) -> Step | None:
-        """The step as one C call per token (``GenerationKernels``), or None for a cell without one."""
+    def kernel_step(self, embedding: Tensor | None = None) -> PackedLayerStep | None:
+        """The layer's step on lmtrain's C generation kernels (``lmtrain.kernels.generate``), its weights
+        packed now: ``layer_step(inputs, *state) -> new state``, whose first tensor is the output ``y_t``,
+        and ``layer_step.bind`` for loops that reuse their buffers. ``embedding`` as for ``inference_step``.
+        None where the kernels do not apply: not fp32 on the CPU, no C kernels here, or a cell without one.
+        """
+        kernels = generation_kernels() if fused_applies(self.weight_aa) else None
+        return None if kernels is None else self._kernel_step(kernels, embedding)
+
+    def _kernel_step(self, kernels: GenerationKernels, embedding: Tensor | None) -> PackedLayerStep | None:
+        """The cell's ``GenerationKernels`` step (``kernel_step``), or None for a cell without one."""
         return None
 
     def _kernel_weights(self, embedding: Tensor | None) -> dict[str, Tensor]:
@@ -538,14 +551,3 @@ class RecurrentLayer(nn.Module):
 def _native_keys(index: int) -> tuple[str, str, str, str]:
     """Torch's state-dict names of layer ``index``'s weights and biases."""
     return tuple(f"{name}_l{index}" for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-
-
-def one_state_step(layer_step: Callable[[Tensor, Tensor], Tensor]) -> Step:
-    """A cell step with a one-tensor state, ``(x_t, (a,)) -> (a<t>, (a<t>,))``, from
-    ``layer_step(x_t, a) -> a<t>``."""
-
-    def step(x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        a = layer_step(x_t, state[0])
-        return a, (a,)
-
-    return step

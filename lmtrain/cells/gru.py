@@ -13,9 +13,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from lmtrain.cells.base import RecurrentLayer, State, Step, one_state_step
+from lmtrain.cells.base import RecurrentLayer, State
 from lmtrain.cells.gru_bptt import cudnn_gru_window, gru_window
-from lmtrain.kernels.generate import GenerationKernels
+from lmtrain.kernels.generate import GenerationKernels, GRULayerStep
 
 
 class GRULayer(RecurrentLayer):
@@ -44,9 +44,9 @@ class GRULayer(RecurrentLayer):
         y = gru_window(x, self.weight_ax, self.bias, self.weight_aa, state[0])
         return y, (y[-1],)
 
-    def _fused_inference_step(self, kernels: GenerationKernels, embedding: Tensor | None) -> Step:
-        """The step as one C call (``GenerationKernels.gru_layer``, the notes' variant)."""
-        return one_state_step(kernels.gru_layer(**self._kernel_weights(embedding)))
+    def _kernel_step(self, kernels: GenerationKernels, embedding: Tensor | None) -> GRULayerStep:
+        """One C call a token (``GenerationKernels.gru_layer``, the notes' variant)."""
+        return kernels.gru_layer(**self._kernel_weights(embedding))
 
     def _cell(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
         (c_prev,) = state  # [B, H]
@@ -107,12 +107,10 @@ class CudnnGRULayer(RecurrentLayer):
         )
         return y, (y[-1],)
 
-    def _fused_inference_step(self, kernels: GenerationKernels, embedding: Tensor | None) -> Step:
-        """The step as one C call (``GenerationKernels.gru_layer`` with ``b_ca``: the cuDNN variant)."""
+    def _kernel_step(self, kernels: GenerationKernels, embedding: Tensor | None) -> GRULayerStep:
+        """One C call a token (``GenerationKernels.gru_layer`` with ``b_ca``: the cuDNN variant)."""
         candidate_bias = self.recurrent_candidate_bias.detach().contiguous()
-        return one_state_step(
-            kernels.gru_layer(**self._kernel_weights(embedding), candidate_bias=candidate_bias)
-        )
+        return kernels.gru_layer(**self._kernel_weights(embedding), candidate_bias=candidate_bias)
 
     def _cell(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
         (c_prev,) = state  # [B, H]

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from lmtrain.cells.base import RecurrentLayer, State, Step
 from lmtrain.cells.lstm_bptt import candidate_doubled, lstm_window
 from lmtrain.cells.panels import ColumnPanels
-from lmtrain.kernels.generate import GenerationKernels
+from lmtrain.kernels.generate import GenerationKernels, LSTMLayerStep
 
 
 class LSTMLayer(RecurrentLayer):
@@ -60,16 +60,10 @@ class LSTMLayer(RecurrentLayer):
         y, c = lstm_window(x, self.weight_ax, self.bias, self.weight_aa, a_prev, c_prev)
         return y, (y[-1], c)
 
-    def _fused_inference_step(self, kernels: GenerationKernels, embedding: Tensor | None) -> Step:
-        """The step as one C call (``GenerationKernels.lstm_layer``): z = (the folded embedding's row, or
-        b + W_ax x) + W_aa a<t-1>, then the gates, C<t> and a<t>."""
-        layer_step = kernels.lstm_layer(**self._kernel_weights(embedding))
-
-        def step(inputs: Tensor, state: State) -> tuple[Tensor, State]:
-            a, c = layer_step(inputs, *state)
-            return a, (a, c)
-
-        return step
+    def _kernel_step(self, kernels: GenerationKernels, embedding: Tensor | None) -> LSTMLayerStep:
+        """One C call a token (``GenerationKernels.lstm_layer``): z = (the folded embedding's row, or
+        b + W_ax x) + W_aa a<t-1>, then the gates, C<t> and a<t>; the state (a, C)."""
+        return kernels.lstm_layer(**self._kernel_weights(embedding))
 
     def _torch_inference_step(self, embedding: Tensor | None) -> Step:
         """The step in torch, laid out as ``lstm_bptt``'s window: the C̃ rows doubled, so that one sigmoid

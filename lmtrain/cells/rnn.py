@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lmtrain.cells.base import RecurrentLayer, State, Step, one_state_step
-from lmtrain.kernels.generate import GenerationKernels
+from lmtrain.cells.base import RecurrentLayer, State
+from lmtrain.kernels.generate import GenerationKernels, RNNLayerStep
 
 NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 """The activation g of the hidden state, by name."""
@@ -43,10 +43,10 @@ class RNNLayer(RecurrentLayer):
         a = self._activation(torch.addmm(x_proj_t, a_prev, self.weight_aa.t()))  # [B, H]
         return a, (a,)
 
-    def _fused_inference_step(self, kernels: GenerationKernels, embedding: Tensor | None) -> Step:
-        """The step as one C call (``GenerationKernels.rnn_layer``)."""
+    def _kernel_step(self, kernels: GenerationKernels, embedding: Tensor | None) -> RNNLayerStep:
+        """One C call a token (``GenerationKernels.rnn_layer``)."""
         relu = self.nonlinearity == "relu"
-        return one_state_step(kernels.rnn_layer(relu=relu, **self._kernel_weights(embedding)))
+        return kernels.rnn_layer(relu=relu, **self._kernel_weights(embedding))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, nonlinearity={self.nonlinearity!r}"

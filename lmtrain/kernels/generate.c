@@ -18,6 +18,7 @@
  * Activations, state and outputs are row-major fp32, B streams (rows).
  * The arithmetic is the one of lstm_step.c (see there for the notation), with fastmath.h's activations.
  */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -312,33 +313,65 @@ void linear_few_rows(int64_t batch, int64_t in_features, int64_t out_features, c
     }
 }
 
-/* The next token of each of M streams, drawn by inverting the cumulative distribution exactly as
- * lmtrain.sampling.draw does it in torch: probs [M, V] summed left to right in double precision (the
- * order of torch's cumsum, so the cumulative values are the same to the last bit), the token the first
- * whose cumulative probability exceeds u * total, for u = uniforms[m] in [0, 1); and, where u * total
- * rounds up to the total itself, the most probable token (the first of equals, as torch's argmax). */
+/* The token that u in [0, 1) picks from the weights w [V] (a distribution up to a factor), by inverting the
+ * cumulative distribution exactly as lmtrain.sampling.draw does it in torch: w summed left to right in
+ * double precision (the order of torch's cumsum, so the cumulative values are the same to the last bit),
+ * the token the first whose cumulative weight exceeds u * total; and, where u * total rounds up to the
+ * total itself, the heaviest token (the first of equals, as torch's argmax). */
+static int64_t draw_one(int64_t vocab, const float *w, double u) {
+    double total = 0.0;
+    for (int64_t i = 0; i < vocab; ++i)
+        total += (double)w[i];
+    double threshold = u * total, cumulative = 0.0;
+    for (int64_t i = 0; i < vocab; ++i) {
+        cumulative += (double)w[i];
+        if (cumulative > threshold)
+            return i;
+    }
+    int64_t heaviest = 0;
+    for (int64_t i = 1; i < vocab; ++i)
+        if (w[i] > w[heaviest])
+            heaviest = i;
+    return heaviest;
+}
+
+/* The next token of each of M streams from its probabilities probs [M, V] and u = uniforms[m] (draw_one):
+ * the token lmtrain.sampling.draw picks in torch, bit for bit. */
 void draw_tokens(int64_t streams, int64_t vocab, const float *probs, const double *uniforms, int64_t *tokens) {
+    for (int64_t m = 0; m < streams; ++m)
+        tokens[m] = draw_one(vocab, probs + m * vocab, uniforms[m]);
+}
+
+/* The next token of each of M streams from its logits [M, V], as lmtrain.sampling.next_tokens chooses it
+ * without top-k or top-p: the token `banned` (-1 for none) never, then with `greedy` the first largest
+ * logit (temperature ignored), otherwise a draw (draw_one, with u = uniforms[m]) from softmax(logits / temperature). The softmax
+ * is left unnormalized, w = e^(s - max s) for s = logits / temperature (the division skipped at 1, as
+ * torch's path skips it; w = 0 where s = -inf), since the draw compares with u times the total; with
+ * fastmath.h's exponential its weights agree with torch's to float rounding, so the two paths pick the
+ * same token unless u falls within that rounding of a boundary between two tokens. weights is scratch of
+ * V floats. */
+void sample_tokens(int64_t streams, int64_t vocab, const float *logits, float temperature, int64_t banned,
+                   int greedy, const double *uniforms, float *weights, int64_t *tokens) {
+    if (greedy) /* torch's path takes the argmax of the logits themselves */
+        temperature = 1.0f;
     for (int64_t m = 0; m < streams; ++m) {
-        const float *p = probs + m * vocab;
-        double total = 0.0;
-        for (int64_t i = 0; i < vocab; ++i)
-            total += (double)p[i];
-        double threshold = uniforms[m] * total;
-        double cumulative = 0.0;
-        int64_t token = vocab;
+        const float *row = logits + m * vocab;
+        float largest = -INFINITY;
+        int64_t first_largest = banned == 0 && vocab > 1 ? 1 : 0;
         for (int64_t i = 0; i < vocab; ++i) {
-            cumulative += (double)p[i];
-            if (cumulative > threshold) {
-                token = i;
-                break;
+            float s = i == banned ? -INFINITY : (temperature == 1.0f ? row[i] : row[i] / temperature);
+            weights[i] = s;
+            if (s > largest) {
+                largest = s;
+                first_largest = i;
             }
         }
-        if (token == vocab) {
-            token = 0;
-            for (int64_t i = 1; i < vocab; ++i)
-                if (p[i] > p[token])
-                    token = i;
+        if (greedy || largest == -INFINITY) { /* nothing to draw from: every logit -inf (or NaN) */
+            tokens[m] = first_largest;
+            continue;
         }
-        tokens[m] = token;
+        for (int64_t i = 0; i < vocab; ++i)
+            weights[i] = weights[i] == -INFINITY ? 0.0f : exp_approx(weights[i] - largest);
+        tokens[m] = draw_one(vocab, weights, uniforms[m]);
     }
 }

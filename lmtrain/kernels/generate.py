@@ -43,9 +43,15 @@ class PackedLayerStep:
     gives a weight's packed pieces), the input rows (the bias, or with ``table`` the embedding folded into
     the input projection, ``[V, G*H]``: ``b + W_ax e`` for every token, and the inputs are then token ids
     ``[B]``, int64, instead of ``x<t>`` ``[B, E]``), and the C call. Every step's C function takes
-    ``(B, H, E, input rows, token ids, V, W_ax's pieces, x, W_aa's pieces, bf16, *extra, *states)``, the
-    states being the previous state, scratch and output tensors the subclass names. The step holds the
-    packed tensors, so their addresses stay valid."""
+    ``(B, H, E, input rows, token ids, V, W_ax's pieces, x, W_aa's pieces, bf16, *extra, *buffers)``, the
+    buffers being the previous state, the scratch (``scratch_width`` x H floats a stream, if any) and the new
+    state, each ``[B, H]``. The step holds the packed tensors, so their addresses stay valid.
+
+    ``step(inputs, *state) -> new state`` (a tuple, its first tensor the layer's output) makes new tensors
+    for each token; ``step.bind(inputs, state, new_state)`` returns a call without arguments that computes
+    the step from these very tensors, for a loop that reuses its buffers (``lmtrain.token_loop``)."""
+
+    scratch_width = 0
 
     def __init__(
         self,
@@ -72,11 +78,37 @@ class PackedLayerStep:
         self._recurrent_weights = [pointer(t) for t in recurrent]
         self._extra = extra
 
-    def _run(self, inputs: Tensor, *states: Tensor) -> None:
-        """The C step on ``inputs`` and the state, scratch and output tensors ``[B, ...]``."""
+    def __call__(self, inputs: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        new_state = tuple(torch.empty_like(tensor) for tensor in state)
+        arguments, _ = self._arguments(inputs, state, new_state)
+        self._check(self._function(*arguments))
+        return new_state
+
+    def bind(
+        self, inputs: Tensor, state: tuple[Tensor, ...], new_state: tuple[Tensor, ...]
+    ) -> Callable[[], None]:
+        """The step from ``inputs`` and ``state`` into ``new_state``, as a call without arguments: the C
+        function reads the tensors' values at each call. Every tensor must be contiguous; the call keeps
+        them, and this step's packed weights, alive."""
+        arguments, kept = self._arguments(inputs, state, new_state)
+        function, check = self._function, self._check
+
+        def step() -> None:
+            check(function(*arguments))
+
+        step.keeps_alive = (self, *kept)  # the packed weights and the buffers whose addresses it holds
+        return step
+
+    def _arguments(
+        self, inputs: Tensor, state: tuple[Tensor, ...], new_state: tuple[Tensor, ...]
+    ) -> tuple[tuple, tuple[Tensor | None, ...]]:
+        """The C call's arguments, and the tensors whose addresses they hold (contiguous copies, scratch)."""
         tokens, x = _inputs(inputs, self.table_rows)
-        status = self._function(
-            states[0].shape[0],
+        batch = state[0].shape[0]
+        scratch = (state[0].new_empty(batch, self.scratch_width * self.hidden),) if self.scratch_width else ()
+        buffers = (*state, *scratch, *new_state)
+        arguments = (
+            batch,
             self.hidden,
             self.input_size,
             self._input_rows,
@@ -87,8 +119,11 @@ class PackedLayerStep:
             *self._recurrent_weights,
             self.weights_bf16,
             *self._extra,
-            *map(pointer, states),
+            *map(pointer, buffers),
         )
+        return arguments, (tokens, x, *buffers)
+
+    def _check(self, status: int) -> None:
         if status != 0:
             raise IndexError(f"a token id is outside the vocabulary [0, {self.table_rows})")
 
@@ -110,17 +145,13 @@ class LSTMLayerStep(PackedLayerStep):
 
         super().__init__(kernels._lstm_step, kernels, pack, weight_aa, bias, weight_ax, table)
 
-    def __call__(self, inputs: Tensor, a_prev: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
-        batch = a_prev.shape[0]
-        a, c = a_prev.new_empty(batch, self.hidden), c_prev.new_empty(batch, self.hidden)
-        self._run(inputs, a_prev, c_prev, a, c)
-        return a, c
-
 
 class GRULayerStep(PackedLayerStep):
     """One GRU layer's generation step (either variant: the notes', or cuDNN's with ``candidate_bias``, its
-    ``b_ca``), ``step(inputs, c_prev) -> c<t>``; each weight in two pieces: the gates' rows (u, r) in blocks
-    of 32 units, the candidate's in blocks of 64."""
+    ``b_ca``), ``step(inputs, c_prev) -> (c<t>,)``; each weight in two pieces: the gates' rows (u, r) in
+    blocks of 32 units, the candidate's in blocks of 64. Its scratch holds Γ_u and Γ_r's part."""
+
+    scratch_width = 2
 
     def __init__(
         self,
@@ -141,15 +172,9 @@ class GRULayerStep(PackedLayerStep):
         extra = (pointer(candidate_bias),)
         super().__init__(kernels._gru_step, kernels, pack, weight_aa, bias, weight_ax, table, extra)
 
-    def __call__(self, inputs: Tensor, c_prev: Tensor) -> Tensor:
-        batch = c_prev.shape[0]
-        c, scratch = c_prev.new_empty(batch, self.hidden), c_prev.new_empty(batch, 2 * self.hidden)
-        self._run(inputs, c_prev, scratch, c)
-        return c
-
 
 class RNNLayerStep(PackedLayerStep):
-    """One plain RNN layer's generation step, ``step(inputs, a_prev) -> a<t>`` with
+    """One plain RNN layer's generation step, ``step(inputs, a_prev) -> (a<t>,)`` with
     ``a<t> = g(input row + W_ax x + W_aa a_prev)``, g tanh or (``relu``) relu; the weights in blocks of 64
     units."""
 
@@ -167,10 +192,42 @@ class RNNLayerStep(PackedLayerStep):
 
         super().__init__(kernels._rnn_step, kernels, pack, weight_aa, bias, weight_ax, table, (int(relu),))
 
-    def __call__(self, inputs: Tensor, a_prev: Tensor) -> Tensor:
-        a = a_prev.new_empty(a_prev.shape[0], self.hidden)
-        self._run(inputs, a_prev, a)
-        return a
+
+class PackedLinear:
+    """``x -> x W^T + bias`` for a few rows ``x`` ``[B, K]``: ``weight`` ``[N, K]`` packed once in blocks of
+    64 rows, ``bias`` ``[N]`` (contiguous) or None. ``linear.bind(x, out)`` returns a call without arguments
+    that writes ``x W^T + bias`` into ``out``, as ``PackedLayerStep.bind``."""
+
+    def __init__(self, kernels: GenerationKernels, weight: Tensor, bias: Tensor | None):
+        self.out_features, self.in_features = weight.shape
+        self.weights_bf16 = kernels.holds_bfloat16(weight)
+        self._weight = kernels.pack(weight, 1, self.weights_bf16)
+        self._bias = bias  # kept alive for its address
+        self._function = kernels._linear
+
+    def __call__(self, x: Tensor) -> Tensor:
+        out = x.new_empty(x.shape[0], self.out_features)
+        self.bind(x, out)()
+        return out
+
+    def bind(self, x: Tensor, out: Tensor) -> Callable[[], None]:
+        arguments = (
+            x.shape[0],
+            self.in_features,
+            self.out_features,
+            pointer(x),
+            pointer(self._weight),
+            self.weights_bf16,
+            pointer(self._bias),
+            pointer(out),
+        )
+        function = self._function
+
+        def linear() -> None:
+            function(*arguments)
+
+        linear.keeps_alive = (self, x, out)
+        return linear
 
 
 def _inputs(inputs: Tensor, table_rows: int) -> tuple[Tensor | None, Tensor | None]:
@@ -210,6 +267,8 @@ class GenerationKernels:
         ]
         self._rnn_step = c_function(library, "rnn_generate_step", rnn_arguments, result=ctypes.c_int)
         self._draw = c_function(library, "draw_tokens", [SIZE, SIZE, *[ADDRESS] * 3])
+        sample_arguments = [SIZE, SIZE, ADDRESS, ctypes.c_float, SIZE, flag, *[ADDRESS] * 3]
+        self._sample = c_function(library, "sample_tokens", sample_arguments)
         self._pack = c_function(library, "pack_generation_weight", [SIZE, SIZE, SIZE, ADDRESS, flag, ADDRESS])
         self._holds_bfloat16 = c_function(library, "holds_bfloat16", [SIZE, ADDRESS], result=ctypes.c_int)
 
@@ -268,31 +327,10 @@ class GenerationKernels:
         ``lstm_layer``."""
         return RNNLayerStep(self, weight_aa, relu, bias, weight_ax, table)
 
-    def linear_layer(self, weight: Tensor, bias: Tensor | None) -> Callable[[Tensor], Tensor]:
-        """``x -> x W^T + bias`` for ``x`` ``[B, K]``: ``weight`` ``[N, K]``, packed once (``pack``), ``bias``
-        ``[N]`` (contiguous) or None."""
-        out_features, in_features = weight.shape
-        weight_bf16 = self.holds_bfloat16(weight)
-        weight = self.pack(weight, 1, weight_bf16)
-        weight_address, bias_address = pointer(weight), pointer(bias)
-        function = self._linear
-
-        def linear(x: Tensor) -> Tensor:
-            out = x.new_empty(x.shape[0], out_features)
-            function(
-                x.shape[0],
-                in_features,
-                out_features,
-                pointer(x),
-                weight_address,
-                weight_bf16,
-                bias_address,
-                pointer(out),
-            )
-            return out
-
-        linear.tensors = (weight, bias)  # kept alive for the pointers above
-        return linear
+    def linear_layer(self, weight: Tensor, bias: Tensor | None) -> PackedLinear:
+        """``x -> x W^T + bias`` for ``x`` ``[B, K]`` (``PackedLinear``): ``weight`` ``[N, K]``, packed once
+        (``pack``), ``bias`` ``[N]`` (contiguous) or None."""
+        return PackedLinear(self, weight, bias)
 
     def draw(self, probs: Tensor, uniforms: Tensor) -> Tensor:
         """The token ``[M]`` (int64) of each row of ``probs`` ``[M, V]`` (fp32) that ``lmtrain.sampling.draw``
@@ -301,6 +339,40 @@ class GenerationKernels:
         tokens = torch.empty(streams, dtype=torch.int64)
         self._draw(streams, vocab, *map(pointer, (probs, uniforms, tokens)))
         return tokens
+
+    def sampler(
+        self,
+        logits: Tensor,
+        tokens: Tensor,
+        uniforms: Tensor,
+        temperature: float = 1.0,
+        greedy: bool = False,
+        banned: int | None = None,
+    ) -> Callable[[], None]:
+        """A call without arguments that writes into ``tokens`` ``[M]`` (int64) the next token of each row of
+        ``logits`` ``[M, V]`` (fp32), as ``lmtrain.sampling.next_tokens`` picks it without top-k or top-p
+        (``sample_tokens`` in ``generate.c``: the same token unless a uniform number falls within float
+        rounding of a boundary), drawing with ``uniforms`` ``[M, 1]`` (float64; unread when ``greedy``)."""
+        streams, vocab = logits.shape
+        weights = logits.new_empty(vocab)  # the C function's scratch
+        arguments = (
+            streams,
+            vocab,
+            pointer(logits),
+            temperature,
+            -1 if banned is None else banned,
+            int(greedy),
+            pointer(uniforms),
+            pointer(weights),
+            pointer(tokens),
+        )
+        function = self._sample
+
+        def sample() -> None:
+            function(*arguments)
+
+        sample.keeps_alive = (logits, tokens, uniforms, weights)
+        return sample
 
 
 def by_stream_count(few_streams: Callable, make_many_streams: Callable[[], Callable]) -> Callable:
