@@ -4,22 +4,27 @@
     python scripts/bench_generate.py --vocab-sizes 10000 --batch-sizes 1 --steps 500
     python scripts/bench_generate.py --device cuda
 
-Four generators of the same randomly initialised model (speed does not depend on the weights), each
-drawing every token with `sampling.next_tokens` under `torch.inference_mode`:
+Five generators of the same randomly initialised model (speed does not depend on the weights), each
+drawing every token as `sampling.next_tokens` does, under `torch.inference_mode`:
 
-- `generate`: `lmtrain.sampling.generate`, the code behind `lmtrain sample`; one `model.inference_step`
-  per token (weights laid out once, no shape checks, the embedding folded into the first layer when the
-  vocabulary is small).
+- `generate`: `lmtrain.sampling.generate`, the code behind `lmtrain sample`: for up to `FEW_STREAMS`
+  fp32 CPU streams the C kernels' loop on buffers made once (`lmtrain.token_loop`: one call per layer, one
+  for the decoder, one that samples), otherwise one `model.inference_step` per token (weights laid out
+  once, no shape checks); the embedding folded into the first layer when the vocabulary is small.
 - `generate, bf16 weights`: the same on a copy of the model with its weights rounded to bfloat16
   (`lmtrain sample --weights bf16`), which the generation kernels read in half the bytes.
-- `model.step`: the same loop with the model's checked, general `step` (what `generate` used before).
+- `inference_step`: a loop of `model.inference_step` per token and `sampling.next_tokens`, what
+  `generate` runs where its C loop does not apply (and ran everywhere before session 8).
+- `model.step`: the same loop with the model's checked, general `step` (what `generate` used before
+  `inference_step` existed).
 - `nn.LSTM` (`nn.GRU`, `nn.RNN` for `--cell gru`, `rnn`): the same loop with the layers converted to one
   multi-layer torch module (`stack_to_native`), called with a window of one step per token, the way a
   generator built on torch's fused module runs.
 
 Before each vocabulary's rows, a row gives the size of the weights a batch-1 step multiplies and how long
-reading them once takes (`torch.sum` over each): at batch 1 a step is bound by that read, so its inverse is
-a rough ceiling on tokens/s for any generator of this model on this machine.
+torch takes to read them once (`torch.sum` over each): a batch-1 step reads each of them once too, so this
+is the scale of a step's time. It is a reference, not a ceiling: the C kernels read faster than `sum` (on
+the README's machine about 100 GB/s against 50-80).
 
 `--no-stop` is implied, so every stream generates `--steps` tokens; tokens/s counts the tokens of all
 streams of the batch. The three run interleaved (the order swaps every repetition) after one warm-up
@@ -87,13 +92,16 @@ def native_state(model: RNNLanguageModel, batch_size: int, device: torch.device)
 def generators(
     model: RNNLanguageModel, tokenizer: WordTokenizer, steps: int, batch_size: int, device: torch.device
 ) -> dict[str, Callable[[], None]]:
-    """The four generators of the module docstring, each a call that generates ``steps`` tokens."""
+    """The five generators of the module docstring, each a call that generates ``steps`` tokens."""
     native = native_step(model)
     rounded = copy.deepcopy(model)
     rounded.round_weights(torch.bfloat16)
     return {
         "generate": lambda: generate(model, tokenizer, steps, num_samples=batch_size, stop_at_eos=False),
         "bf16": lambda: generate(rounded, tokenizer, steps, num_samples=batch_size, stop_at_eos=False),
+        "inference_step": lambda: loop(
+            model.inference_step(), model.initial_state(batch_size), model, steps, batch_size, seed=0
+        ),
         "model.step": lambda: loop(model.step, None, model, steps, batch_size, seed=0),
         "native": lambda: loop(native, native_state(model, batch_size, device), model, steps, batch_size, 0),
     }
@@ -113,7 +121,7 @@ def weights_read_per_token(model: RNNLanguageModel) -> list[torch.Tensor]:
 
 def read_ceiling(model: RNNLanguageModel, device: torch.device, repeats: int = 50) -> tuple[float, float]:
     """(bytes, seconds): the weights of one batch-1 step and the median time to read them all once with
-    ``torch.sum``: a rough floor for the step, whose matrix-vector products read each weight once too."""
+    ``torch.sum``: the scale of the step's time, whose matrix-vector products read each weight once too."""
     weights = weights_read_per_token(model)
     times = []
     for _ in range(repeats):
@@ -161,10 +169,11 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {where}, {device}\n"
     )
     print(
-        "| vocabulary | batch | `generate` tok/s | `generate`, bf16 weights, tok/s | `model.step` tok/s "
+        "| vocabulary | batch | `generate` tok/s | `generate`, bf16 weights, tok/s | `inference_step` tok/s "
+        "| `model.step` tok/s "
         f"| `{native}` tok/s | generate / {native} (median, min-max) | ms per token (generate) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for vocab_size in args.vocab_sizes:
         tokenizer = WordTokenizer([UNK, EOS, *(f"w{i}" for i in range(vocab_size - 2))])
         model = RNNLanguageModel(
@@ -174,8 +183,8 @@ def main() -> None:
         size, seconds_to_read = read_ceiling(model, device)
         print(
             f"| {vocab_size:,} | (reading the {size / 2**20:.1f} MiB of weights a batch-1 step multiplies, "
-            f"once, with `sum`: {1e3 * seconds_to_read:.2f} ms, {size / seconds_to_read / 1e9:.0f} GB/s, "
-            f"at most {1 / seconds_to_read:,.0f} tok/s) | | | | | | |"
+            f"once, with torch's `sum`: {1e3 * seconds_to_read:.2f} ms, "
+            f"{size / seconds_to_read / 1e9:.0f} GB/s, {1 / seconds_to_read:,.0f} reads/s) | | | | | | | |"
         )
         for batch_size in args.batch_sizes:
             runs = generators(model, tokenizer, args.steps, batch_size, device)
@@ -193,7 +202,7 @@ def main() -> None:
             ]
             print(
                 f"| {vocab_size:,} | {batch_size} | {rate['generate']:,.0f} | {rate['bf16']:,.0f} | "
-                f"{rate['model.step']:,.0f} | "
+                f"{rate['inference_step']:,.0f} | {rate['model.step']:,.0f} | "
                 f"{rate['native']:,.0f} | {statistics.median(ratios):.1f}x "
                 f"({min(ratios):.1f}-{max(ratios):.1f}) | "
                 f"{1000 * statistics.median(seconds['generate']) / args.steps:.2f} |",
