@@ -228,7 +228,7 @@ class RNNLanguageModel(nn.Module):
         """
         if self.training:
             raise ValueError("inference_step needs eval mode (dropout would be skipped); call model.eval()")
-        skips = [self._has_skip(layer) for layer in self.layers]
+        skips = [self.has_skip(layer) for layer in self.layers]
         fold = self.folds_embedding()
         embedding = self.embedding.weight.detach()
         layer_steps = [
@@ -265,7 +265,7 @@ class RNNLanguageModel(nn.Module):
         vocabulary is no larger than that layer's input (a ``[V, G*H]`` table is then no larger than
         ``W_ax``) and no residual connection needs the embedded input itself."""
         first = self.layers[0]
-        return self.vocab_size <= first.input_size and not self._has_skip(first)
+        return self.vocab_size <= first.input_size and not self.has_skip(first)
 
     def _run_stack(
         self, layers: nn.ModuleList, embedded: torch.Tensor, state: State | None
@@ -284,8 +284,8 @@ class RNNLanguageModel(nn.Module):
 
     def _skip(self, layer: RecurrentLayer, inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
         """A layer's output, plus its input when `residual` is on and the widths match."""
-        return outputs + inputs if self._has_skip(layer) else outputs
+        return outputs + inputs if self.has_skip(layer) else outputs
 
-    def _has_skip(self, layer: RecurrentLayer) -> bool:
+    def has_skip(self, layer: RecurrentLayer) -> bool:
         """Whether `layer`'s input is added to its output (`residual` on, and the widths match)."""
         return self.residual and layer.input_size == layer.hidden_size

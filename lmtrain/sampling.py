@@ -8,7 +8,9 @@ The first input is the corpus's boundary token (`<eos>` for word models, a line 
 character models), so that the model starts as it would at the beginning of a line; an optional
 prompt ("prime") follows it. The prompt is read in one call of the model; after that, generation
 is incremental: one step per token with the carried state, never re-reading the prefix (in eval mode
-`model.inference_step`, the same function as `model.step` with the weights laid out once).
+`model.inference_step`, the same function as `model.step` with the weights laid out once; for up to
+`FEW_STREAMS` fp32 CPU streams, `lmtrain.token_loop`: the same steps and choices as C calls on buffers
+made once).
 `M` samples are generated together as a batch of `M` streams that start from the same state.
 
 How the next token is chosen from the logits `z` `[M, V]` (`SamplingOptions`), in this order:

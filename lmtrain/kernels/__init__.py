@@ -14,7 +14,8 @@ run the same equations in torch (see ``kernel_mode``).
     gru_step.c      the notes' GRU step, two passes each way   (gru.py)
     panel_product.c the windows' per-step matrix products on a weight packed once   (panel_product.py)
     generate.c      LSTM, GRU and RNN generation steps for a few streams on weights packed once (fp32
-                    or bf16), linear layers, the sampling draw   (generate.py)
+                    or bf16), linear layers, the sampling draw and the whole sampler (temperature,
+                    softmax, draw)   (generate.py; lmtrain/token_loop.py runs them on buffers made once)
     layout.c        a tiled transpose for the weights' per-window layouts   (layout.py)
 """
 

@@ -5,7 +5,11 @@ None where the kernels are off or unavailable. They serve a few streams at a tim
 token's products read each weight once, and these kernels read it faster than torch's batch-1 products
 and with one call per layer. With more streams the products are real matrix products, and torch's are
 faster; the callers switch at ``FEW_STREAMS``. ``draw`` is the last step of sampling a token, for any
-number of streams: eight torch calls in ``lmtrain.sampling.draw``, one here, with the same result.
+number of streams: eight torch calls in ``lmtrain.sampling.draw``, one here, with the same result;
+``sampler`` is the whole choice of a token (temperature, softmax, draw) in one call.
+
+Every step and the linear layer can also be bound to fixed tensors (``bind``), which returns a call
+without arguments: ``lmtrain.token_loop`` runs a whole token as a few such calls on buffers made once.
 
 The kernels read weights packed once, when a step is made, into blocks of 64 output rows
 (``GenerationKernels.pack``; ``generate.c`` says why). Weights whose every value is a bfloat16 number (a
