@@ -288,3 +288,13 @@ def test_a_short_context_read_by_steps_equals_one_window(cell):
     for layer, window_layer in zip(state, window_state, strict=True):
         for tensor, window_tensor in zip(layer, window_layer, strict=True):
             torch.testing.assert_close(tensor, window_tensor, rtol=1e-5, atol=1e-5)
+
+
+def test_a_character_model_whose_text_had_no_line_break_generates_without_a_prompt():
+    """Nothing to condition on: the first token is drawn uniformly from the initial state (this crashed
+    before session 8, the step being handed no state)."""
+    tokenizer = CharTokenizer.build("abcabcab")  # no line break: no boundary token
+    model = random_model(tokenizer.vocab_size)
+    (sample,) = generate(model, tokenizer, 12, seed=3)
+    assert len(sample) == 12 and set(sample) <= set(range(tokenizer.vocab_size))
+    assert len(generate(model.train(), tokenizer, 12, seed=3)[0]) == 12  # the training-mode path too
