@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from lmtrain.kernels import fused_applies
-from lmtrain.kernels.generate import FEW_STREAMS, generation_kernels
+from lmtrain.kernels.generate import FEW_STREAMS, PackedLayerStep, PackedLinear, generation_kernels
 
 if TYPE_CHECKING:
     from lmtrain.batching import State
@@ -96,8 +96,8 @@ class TokenLoop:
     def _bind(
         self,
         model: RNNLanguageModel,
-        layer_steps: list,
-        decoder: Callable,
+        layer_steps: list[PackedLayerStep],
+        decoder: PackedLinear,
         embedding: Tensor,
         fold: bool,
         parity: int,
