@@ -20,6 +20,7 @@ the per-token path.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -109,14 +110,14 @@ class TokenLoop:
             x = self._tokens
         else:
             x = embedding.new_empty(streams, embedding.shape[1])  # [M, E]
-            calls.append(_call(torch.index_select, embedding, 0, self._tokens, out=x))
+            calls.append(functools.partial(torch.index_select, embedding, 0, self._tokens, out=x))
         for layer, layer_step, states in zip(model.layers, layer_steps, self._states, strict=True):
             new_state = states[1 - parity]
             calls.append(layer_step.bind(x, states[parity], new_state))
             y = new_state[0]  # [M, H]
             if model.has_skip(layer):  # residual: the next layer reads y + x
                 total = torch.empty_like(y)
-                calls.append(_call(torch.add, y, x, out=total))
+                calls.append(functools.partial(torch.add, y, x, out=total))
                 y = total
             x = y
         calls.append(decoder.bind(x, self._logits))
@@ -177,8 +178,3 @@ class _NoKernelStep(Exception):
 def _zeros(like: Tensor, streams: int, hidden: int, count: int) -> tuple[Tensor, ...]:
     """``count`` zero tensors ``[M, H]`` of ``like``'s dtype and device: one layer's state."""
     return tuple(like.new_zeros(streams, hidden) for _ in range(count))
-
-
-def _call(function: Callable, *arguments, **keywords) -> Callable[[], object]:
-    """``function(*arguments, **keywords)`` as a call without arguments."""
-    return lambda: function(*arguments, **keywords)

@@ -8,30 +8,24 @@ import gc
 import pytest
 import torch
 
-from lmtrain.kernels import compiler
 from lmtrain.kernels.generate import FEW_STREAMS, generation_kernels
 from lmtrain.model import RNNLanguageModel
 from lmtrain.sampling import STEPPED_CONTEXT, SamplingOptions, generate, next_tokens
 from lmtrain.token_loop import TokenLoop
 from lmtrain.tokenizer import EOS, UNK, CharTokenizer, WordTokenizer
+from tests.test_kernels import GENERATION_CELLS, needs_kernels
 
-pytestmark = pytest.mark.skipif(
-    compiler.find_compiler() is None, reason="no C compiler here: the kernels cannot be built"
-)
+pytestmark = needs_kernels
 
 CHARS = CharTokenizer.build("the quick brown fox jumps over the lazy dog\n")
 WORDS = WordTokenizer([UNK, EOS, "a", "b", "c", "d", "e", "f"])
 
 MODELS = {
-    "lstm": {"cell": "lstm"},
-    "gru": {"cell": "gru"},
-    "gru-cudnn": {"cell": "gru", "gru_variant": "cudnn"},
-    "rnn-tanh": {"cell": "rnn"},
-    "rnn-relu": {"cell": "rnn", "nonlinearity": "relu"},
+    **GENERATION_CELLS,
     "esn": {"cell": "esn"},
     "lstm-residual": {"cell": "lstm", "residual": True},
 }
-"""Models by test id: `RNNLanguageModel` arguments."""
+"""Models by test id: `RNNLanguageModel` arguments (every cell with a C generation step, and two more)."""
 
 OPTIONS = {
     "plain": SamplingOptions(),

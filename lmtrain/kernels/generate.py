@@ -95,13 +95,7 @@ class PackedLayerStep:
         function reads the tensors' values at each call. Every tensor must be contiguous; the call keeps
         them, and this step's packed weights, alive."""
         arguments, kept = self._arguments(inputs, state, new_state)
-        function, check = self._function, self._check
-
-        def step() -> None:
-            check(function(*arguments))
-
-        step.keeps_alive = (self, *kept)  # the packed weights and the buffers whose addresses it holds
-        return step
+        return _bound_call(self._function, arguments, (self, *kept), self._check)
 
     def _arguments(
         self, inputs: Tensor, state: tuple[Tensor, ...], new_state: tuple[Tensor, ...]
@@ -225,13 +219,30 @@ class PackedLinear:
             pointer(self._bias),
             pointer(out),
         )
-        function = self._function
+        return _bound_call(self._function, arguments, (self, x, out))
 
-        def linear() -> None:
+
+def _bound_call(
+    function: ctypes._CFuncPtr,
+    arguments: tuple,
+    keeps_alive: tuple,
+    check: Callable[[int], None] | None = None,
+) -> Callable[[], None]:
+    """``function(*arguments)`` as a call without arguments, for a loop that calls it on the same tensors
+    again and again; it holds ``keeps_alive``, the objects that own the memory whose addresses
+    ``arguments`` hold, and passes the C result to ``check`` where given."""
+    if check is None:
+
+        def call() -> None:
             function(*arguments)
 
-        linear.keeps_alive = (self, x, out)
-        return linear
+    else:
+
+        def call() -> None:
+            check(function(*arguments))
+
+    call.keeps_alive = keeps_alive
+    return call
 
 
 def _inputs(inputs: Tensor, table_rows: int) -> tuple[Tensor | None, Tensor | None]:
@@ -370,13 +381,7 @@ class GenerationKernels:
             pointer(weights),
             pointer(tokens),
         )
-        function = self._sample
-
-        def sample() -> None:
-            function(*arguments)
-
-        sample.keeps_alive = (logits, tokens, uniforms, weights)
-        return sample
+        return _bound_call(self._sample, arguments, (logits, tokens, uniforms, weights))
 
 
 def by_stream_count(few_streams: Callable, make_many_streams: Callable[[], Callable]) -> Callable:
