@@ -43,13 +43,13 @@ LSTM_GATES = 4
 
 
 class PackedLayerStep:
-    """What the cells' generation steps share: ``W_ax`` and ``W_aa`` packed once (``pack(weight, bf16)``
-    gives a weight's packed pieces), the input rows (the bias, or with ``table`` the embedding folded into
-    the input projection, ``[V, G*H]``: ``b + W_ax e`` for every token, and the inputs are then token ids
-    ``[B]``, int64, instead of ``x<t>`` ``[B, E]``), and the C call. Every step's C function takes
-    ``(B, H, E, input rows, token ids, V, W_ax's pieces, x, W_aa's pieces, bf16, *extra, *buffers)``, the
-    buffers being the previous state, the scratch (``scratch_width`` x H floats a stream, if any) and the new
-    state, each ``[B, H]``. The step holds the packed tensors, so their addresses stay valid.
+    """What the cells' generation steps share: ``W_ax`` and ``W_aa`` packed once (a subclass's ``_pack`` gives
+    a weight's packed pieces, its ``_c_function`` the C step), the input rows (the bias, or with ``table`` the
+    embedding folded into the input projection, ``[V, G*H]``: ``b + W_ax e`` for every token, and the inputs
+    are then token ids ``[B]``, int64, instead of ``x<t>`` ``[B, E]``), and the C call. Every step's C
+    function takes ``(B, H, E, input rows, token ids, V, W_ax's pieces, x, W_aa's pieces, bf16, *extra,
+    *buffers)``, the buffers being the previous state, the scratch (``scratch_width`` x H floats a stream, if
+    any) and the new state, each ``[B, H]``. The step holds the packed tensors, so their addresses stay valid.
 
     ``step(inputs, *state) -> new state`` (a tuple, its first tensor the layer's output) makes new tensors
     for each token; ``step.bind(inputs, state, new_state)`` returns a call without arguments that computes
@@ -59,28 +59,38 @@ class PackedLayerStep:
 
     def __init__(
         self,
-        function: ctypes._CFuncPtr,
         kernels: GenerationKernels,
-        pack: Callable[[Tensor, bool], list[Tensor]],
         weight_aa: Tensor,
-        bias: Tensor | None,
-        weight_ax: Tensor | None,
-        table: Tensor | None,
+        bias: Tensor | None = None,
+        weight_ax: Tensor | None = None,
+        table: Tensor | None = None,
         extra: tuple = (),
     ):
-        self._function = function
+        self._function = self._c_function(kernels)
         self.hidden = weight_aa.shape[1]
         self.table_rows = 0 if table is None else table.shape[0]
         self.input_size = 0 if weight_ax is None else weight_ax.shape[1]
         self.weights_bf16 = kernels.holds_bfloat16(weight_aa, weight_ax)
-        recurrent = pack(weight_aa, self.weights_bf16)
-        inputs = [None] * len(recurrent) if weight_ax is None else pack(weight_ax, self.weights_bf16)
+        recurrent = self._pack(kernels, weight_aa, self.weights_bf16)
+        inputs = (
+            [None] * len(recurrent)
+            if weight_ax is None
+            else self._pack(kernels, weight_ax, self.weights_bf16)
+        )
         input_rows = table if table is not None else bias
         self._tensors = (*recurrent, *inputs, input_rows)  # kept alive for the addresses below
         self._input_rows = pointer(input_rows)
         self._input_weights = [pointer(t) for t in inputs]
         self._recurrent_weights = [pointer(t) for t in recurrent]
         self._extra = extra
+
+    def _c_function(self, kernels: GenerationKernels) -> ctypes._CFuncPtr:
+        """The cell's C step function."""
+        raise NotImplementedError
+
+    def _pack(self, kernels: GenerationKernels, weight: Tensor, bf16: bool) -> list[Tensor]:
+        """``weight`` (``W_ax`` or ``W_aa``) as the packed pieces the C step reads (``kernels.pack``)."""
+        raise NotImplementedError
 
     def __call__(self, inputs: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
         new_state = tuple(torch.empty_like(tensor) for tensor in state)
@@ -130,18 +140,11 @@ class LSTMLayerStep(PackedLayerStep):
     """One LSTM layer's generation step, ``step(inputs, a_prev, c_prev) -> (a<t>, C<t>)``; the weights in
     LSTM blocks (16 units' four gate rows each)."""
 
-    def __init__(
-        self,
-        kernels: GenerationKernels,
-        weight_aa: Tensor,
-        bias: Tensor | None = None,
-        weight_ax: Tensor | None = None,
-        table: Tensor | None = None,
-    ):
-        def pack(weight: Tensor, bf16: bool) -> list[Tensor]:
-            return [kernels.pack(weight, LSTM_GATES, bf16)]
+    def _c_function(self, kernels: GenerationKernels) -> ctypes._CFuncPtr:
+        return kernels._lstm_step
 
-        super().__init__(kernels._lstm_step, kernels, pack, weight_aa, bias, weight_ax, table)
+    def _pack(self, kernels: GenerationKernels, weight: Tensor, bf16: bool) -> list[Tensor]:
+        return [kernels.pack(weight, LSTM_GATES, bf16)]
 
 
 class GRULayerStep(PackedLayerStep):
@@ -160,15 +163,15 @@ class GRULayerStep(PackedLayerStep):
         table: Tensor | None = None,
         candidate_bias: Tensor | None = None,
     ):
-        hidden = weight_aa.shape[1]
-
-        def pack(weight: Tensor, bf16: bool) -> list[Tensor]:
-            gates, candidate = weight.split([2 * hidden, hidden])  # [2H, K], [H, K]
-            return [kernels.pack(gates, 2, bf16), kernels.pack(candidate, 1, bf16)]
-
         self._candidate_bias = candidate_bias  # kept alive for its address
-        extra = (pointer(candidate_bias),)
-        super().__init__(kernels._gru_step, kernels, pack, weight_aa, bias, weight_ax, table, extra)
+        super().__init__(kernels, weight_aa, bias, weight_ax, table, (pointer(candidate_bias),))
+
+    def _c_function(self, kernels: GenerationKernels) -> ctypes._CFuncPtr:
+        return kernels._gru_step
+
+    def _pack(self, kernels: GenerationKernels, weight: Tensor, bf16: bool) -> list[Tensor]:
+        gates, candidate = weight.split([2 * self.hidden, self.hidden])  # [2H, K], [H, K]
+        return [kernels.pack(gates, 2, bf16), kernels.pack(candidate, 1, bf16)]
 
 
 class RNNLayerStep(PackedLayerStep):
@@ -185,10 +188,13 @@ class RNNLayerStep(PackedLayerStep):
         weight_ax: Tensor | None = None,
         table: Tensor | None = None,
     ):
-        def pack(weight: Tensor, bf16: bool) -> list[Tensor]:
-            return [kernels.pack(weight, 1, bf16)]
+        super().__init__(kernels, weight_aa, bias, weight_ax, table, (int(relu),))
 
-        super().__init__(kernels._rnn_step, kernels, pack, weight_aa, bias, weight_ax, table, (int(relu),))
+    def _c_function(self, kernels: GenerationKernels) -> ctypes._CFuncPtr:
+        return kernels._rnn_step
+
+    def _pack(self, kernels: GenerationKernels, weight: Tensor, bf16: bool) -> list[Tensor]:
+        return [kernels.pack(weight, 1, bf16)]
 
 
 class PackedLinear:
