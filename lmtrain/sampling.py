@@ -256,9 +256,8 @@ def start_state(
     state, and equal logits, so that the first token is drawn uniformly. `step` reads a short context
     (`read_context`); a longer one, or none, does without it."""
     if not context:
-        return torch.zeros(num_samples, model.vocab_size, device=device), model.initial_state(
-            num_samples, device
-        )
+        logits = torch.zeros(num_samples, model.vocab_size, device=device)  # [M, V]: a uniform first draw
+        return logits, model.initial_state(num_samples, device)
     logits, state = read_context(model, step, context, device)
     state = [tuple(t.expand(num_samples, -1).contiguous() for t in layer) for layer in state]
     return logits.expand(num_samples, -1), state  # [M, V]
