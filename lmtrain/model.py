@@ -43,6 +43,7 @@ from lmtrain.batching import State
 from lmtrain.cells import RecurrentLayer, build_layer
 from lmtrain.cells.panels import generation_linear
 from lmtrain.config import ModelConfig
+from lmtrain.dropout import Dropout
 
 
 class RNNLanguageModel(nn.Module):
@@ -96,7 +97,7 @@ class RNNLanguageModel(nn.Module):
 
         self.layers = stack()
         self.backward_layers = stack() if bidirectional else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.decoder = nn.Linear(hidden_size, vocab_size)
         if tie_weights:
             self.decoder.weight = self.embedding.weight

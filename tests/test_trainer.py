@@ -82,7 +82,8 @@ def test_exact_losses_with_fixed_seed(tiny_corpus, tmp_path):
     assert logger.losses() == pytest.approx(PINNED_LOSSES, rel=1e-5)
 
 
-PINNED_LOSSES = [5.342270851135254, 5.301642417907715, 5.283026218414307]
+# Pinned again in session 9, when dropout's CPU masks moved to lmtrain.dropout (other random draws).
+PINNED_LOSSES = [5.340449810028076, 5.298222541809082, 5.280819892883301]
 
 
 def test_checkpoints_written_and_load_weights_only(tiny_corpus, tmp_path):
