@@ -2,6 +2,7 @@
 tables come from running the scripts)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import torch
@@ -12,6 +13,8 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
 def _script(name: str):
+    if str(SCRIPTS) not in sys.path:  # a script imports its neighbours, as when it runs from scripts/
+        sys.path.insert(0, str(SCRIPTS))
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -72,3 +75,28 @@ def test_bench_step_products_times_a_loop_of_products():
     out = torch.empty(3, 12)
     assert bench_step_products.loop_seconds(StepProduct(weight, 3, 4, backend="addmm"), inputs, out) > 0
     assert torch.allclose(out, inputs[-1] @ weight.t(), atol=1e-6)
+
+
+def test_bench_word_stack_pass_computes_the_same_gradients_for_both_models():
+    """Without dropout the two models' stacks are one function: the row of the stack alone compares like
+    with like."""
+    bench_word = _script("bench_word")
+    cpu = torch.device("cpu")
+    ours, reference = (bench_word.make_model(kind, 8, 12, 0.0, cpu).train() for kind in ("ours", "torch"))
+    x = torch.randn(3, 2, 8, requires_grad=True)
+    upstream = torch.randn(3, 2, 8)
+    grads = []
+    for model in (ours, reference):
+        x.grad = None
+        bench_word.stack_pass(model, x, upstream)
+        grads.append(x.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)
+
+
+def test_bench_word_speed_prints_both_rows(capsys):
+    bench_word = _script("bench_word")
+    args = bench_word.argparse.Namespace(hidden=8, bptt=3, batch=2, reps=1, seconds=0.001)
+    bench_word.speed(args, torch.device("cpu"))
+    out = capsys.readouterr().out
+    assert "| whole step: forward, backward, clip, SGD |" in out
+    assert "| the LSTM stack alone: forward + backward |" in out
