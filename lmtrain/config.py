@@ -143,7 +143,12 @@ class ModelConfig(Section):
     embedding_size: int = Field(128, ge=1, description="Size of the token embedding `x<t>`.")
     hidden_size: int = Field(256, ge=1, description="Size of the hidden state `a<t>` of every layer.")
     num_layers: int = Field(2, ge=1, description="Number of stacked recurrent layers (deep RNN).")
-    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout between layers and before the decoder.")
+    dropout: float = Field(
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Dropout probability on the embeddings, between layers and before the decoder.",
+    )
     residual: bool = Field(
         False,
         description="Add each layer's input to its output where both are `hidden_size` wide (every layer "
