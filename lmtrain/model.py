@@ -3,7 +3,8 @@
     tokens [T, B] --embedding--> x [T, B, E] --layer 1..L--> a [T, B, H] --decoder--> logits [T, B, V]
 
 Dropout is applied to the embeddings, between stacked layers and before the decoder (as in
-Zaremba et al. 2014 and PyTorch's word_language_model). The hidden state is a list with one
+Zaremba et al. 2014 and PyTorch's word_language_model); `lmtrain.dropout.Dropout` is `nn.Dropout` with a
+faster mask on the CPU. The hidden state is a list with one
 tuple of tensors per layer: `(a,)` for rnn/gru/esn, `(a, c)` for lstm, each `[B, H]`.
 
 Options:
