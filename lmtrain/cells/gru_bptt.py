@@ -34,7 +34,7 @@ from torch.autograd.function import once_differentiable
 
 from lmtrain.cells.base import apply_under_autocast
 from lmtrain.cells.step_product import StepProduct
-from lmtrain.cells.weight_gradient import weight_gradient
+from lmtrain.cells.weight_gradient import input_gradient, weight_gradient
 from lmtrain.kernels import fused_applies
 from lmtrain.kernels.gru import GRUStepKernels, gru_step_kernels
 
@@ -67,7 +67,7 @@ def _input_gradients(ctx, grad_x_proj: Tensor, x: Tensor, weight_ax: Tensor):
     """The gradients of ``x``, ``weight_ax`` and ``bias`` from the input projection's, ``[T, B, G*H]``."""
     needs = ctx.needs_input_grad
     flat = grad_x_proj.reshape(-1, grad_x_proj.shape[-1])  # [T*B, G*H]
-    grad_x = torch.mm(flat, weight_ax).view_as(x) if needs[0] else None
+    grad_x = input_gradient(flat, weight_ax).view_as(x) if needs[0] else None
     grad_weight_ax = weight_gradient((x.reshape(flat.shape[0], -1), flat)) if needs[1] else None
     grad_bias = flat.sum(0) if needs[2] else None
     return grad_x, grad_weight_ax, grad_bias

@@ -43,7 +43,7 @@ from torch.autograd.function import once_differentiable
 
 from lmtrain.cells.base import apply_under_autocast
 from lmtrain.cells.step_product import StepProduct
-from lmtrain.cells.weight_gradient import weight_gradient
+from lmtrain.cells.weight_gradient import input_gradient, weight_gradient
 from lmtrain.kernels import fused_applies
 from lmtrain.kernels.lstm import LSTMStepKernels, lstm_step_kernels
 
@@ -249,7 +249,7 @@ def _parameter_gradients(
     flat_z = grad_z.view(steps * batch, 4 * hidden)
     grad_x = grad_weight_ax = grad_bias = grad_weight_aa = grad_a0 = None
     if needs[0]:
-        grad_x = torch.mm(flat_z, weight_ax).view_as(x)
+        grad_x = input_gradient(flat_z, weight_ax).view_as(x)
     if needs[1]:
         grad_weight_ax = weight_gradient((x.reshape(steps * batch, -1), flat_z))
     if needs[2]:

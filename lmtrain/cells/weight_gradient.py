@@ -1,23 +1,37 @@
-"""The gradient of a weight applied to many rows at once: ``dW = sum over rows of dz^T x``.
+"""The two products of a linear map's backward over many rows: ``dW = dz^T x`` and ``dx = dz W``.
 
 After a hand-written backward through time has every step's ``dz`` (``[N, G]`` for the N = T*B tokens of
-a window), each weight's gradient is one product ``dz^T x`` (``[G, N] x [N, K]``). MKL runs the two ways
-of writing it at different speeds, depending on whether rows are whole cache lines. Measured on the
-README's CPU, interleaved, N = 1,280-4,096 tokens:
+a window), each weight's gradient is one product ``dz^T x`` (``[G, N] x [N, K]``) and the inputs' gradient
+one product ``dz W`` (``[N, G] x [G, K]``). MKL runs them at different speeds depending on whether rows are
+whole cache lines. Measured on the README's CPU, interleaved:
 
-- K and G multiples of 16 floats (H = 128 ... 1024): ``dz^T x`` directly, 1.1-1.25x faster;
-- H = E = 650 (the word-level model): ``(x^T dz)^T``, then copied back to ``[G, K]``, 1.05-1.2x faster.
-  The copy is the tiled transpose of ``lmtrain.kernels.layout`` (about 0.5 ms for ``[2600, 650]``
-  against 2.5-4.5 ms for torch's ``.contiguous()``).
+- ``weight_gradient``, N = 1,280-4,096 tokens: with K and G multiples of 16 floats (H = 128 ... 1024),
+  ``dz^T x`` directly, 1.1-1.25x faster; at H = E = 650 (the word-level model), ``(x^T dz)^T``, then
+  copied back to ``[G, K]``, 1.05-1.2x faster. The copy is the tiled transpose of
+  ``lmtrain.kernels.layout`` (about 0.5 ms for ``[2600, 650]`` against 2.5-4.5 ms for torch's
+  ``.contiguous()``).
+- ``input_gradient``: where K is not a multiple of 8 floats, MKL writes the ``[N, K]`` result slowly
+  (101-114 GFLOP/s at N = 4,096 for K = 650, 700, 1,500, against 147-163 for K = 200, 400, 1,000). A
+  copy of ``W`` padded with zero columns to a multiple of 16 (``[G, 656]`` for K = 650) runs 1.2-1.34x
+  faster for those K at N = 2,240-4,096 (1.05-1.14x at K = 300, 500), the padding and the copy out
+  included. At N = 700 the gain was within noise (0.96-1.13x), and for K = 100 the 12% more columns cost
+  more than they saved (0.89-0.98x).
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
+from lmtrain.kernels import fused_applies
 from lmtrain.kernels.layout import contiguous
 
 CACHE_LINE_FLOATS = 16
+
+PAD_MIN_ROWS = 1024
+"""``input_gradient`` multiplies fewer rows than this by the weight as it is."""
+
+PAD_MAX_GROWTH = 1.025
+"""``input_gradient`` pads only where that adds at most 2.5% columns (K of about 320 or more)."""
 
 
 def weight_gradient(*parts: tuple[Tensor, Tensor]) -> Tensor:
@@ -31,3 +45,28 @@ def weight_gradient(*parts: tuple[Tensor, Tensor]) -> Tensor:
         left, right = (dz.t(), x) if direct else (x.t(), dz)
         total = left @ right if total is None else total.addmm_(left, right)
     return total if direct else contiguous(total.t())
+
+
+def padded_width(in_features: int) -> int:
+    """``in_features`` rounded up to whole cache lines of floats."""
+    return -(-in_features // CACHE_LINE_FLOATS) * CACHE_LINE_FLOATS
+
+
+def pads_input_gradient(rows: int, in_features: int) -> bool:
+    """Whether ``input_gradient`` multiplies by a padded copy of the weight (see the module's docstring)."""
+    return (
+        in_features % 8 != 0
+        and rows >= PAD_MIN_ROWS
+        and padded_width(in_features) <= PAD_MAX_GROWTH * in_features
+    )
+
+
+def input_gradient(dz: Tensor, weight: Tensor) -> Tensor:
+    """``dz @ weight``, contiguous: the ``[N, K]`` gradient of the rows x that a weight ``W [G, K]`` maps to
+    the rows of z, from their gradient ``dz [N, G]``."""
+    rows, in_features = dz.shape[0], weight.shape[1]
+    if not (fused_applies(dz, weight) and pads_input_gradient(rows, in_features)):
+        return dz @ weight
+    wide = weight.new_zeros(weight.shape[0], padded_width(in_features))  # [G, K rounded up]
+    wide[:, :in_features] = weight
+    return (dz @ wide)[:, :in_features].contiguous()  # [N, K rounded up] -> [N, K]

@@ -1,0 +1,78 @@
+"""The two products of a linear map's backward (`lmtrain.cells.weight_gradient`): each layout it picks for
+MKL's sake computes the plain product, and the windows that use them still match torch's modules."""
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from lmtrain.cells import GRULayer, LSTMLayer
+from lmtrain.cells.weight_gradient import input_gradient, padded_width, pads_input_gradient, weight_gradient
+
+
+@pytest.mark.parametrize("in_features, out_features", [(32, 64), (650, 40), (30, 48)])
+def test_weight_gradient_is_the_sum_of_the_parts_products(in_features, out_features):
+    """Both orientations (direct where rows are whole cache lines, transposed elsewhere), with two parts."""
+    generator = torch.Generator().manual_seed(0)
+    x1, x2 = (
+        torch.randn(50, in_features, generator=generator),
+        torch.randn(3, in_features, generator=generator),
+    )
+    dz1, dz2 = (
+        torch.randn(50, out_features, generator=generator),
+        torch.randn(3, out_features, generator=generator),
+    )
+    expected = dz1.t() @ x1 + dz2.t() @ x2
+    gradient = weight_gradient((x1, dz1), (x2, dz2))
+    assert gradient.shape == (out_features, in_features) and gradient.is_contiguous()
+    assert_close(gradient, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_the_input_gradient_is_padded_only_where_it_was_measured_to_pay():
+    assert padded_width(650) == 656 and padded_width(1024) == 1024
+    assert (
+        pads_input_gradient(4096, 650) and pads_input_gradient(2240, 1500) and pads_input_gradient(1024, 330)
+    )
+    assert not pads_input_gradient(4096, 1024)  # rows already whole cache lines
+    assert not pads_input_gradient(4096, 200)  # half cache lines: measured as fast
+    assert not pads_input_gradient(700, 650)  # the word model's 700 tokens: no gain measured
+    assert not pads_input_gradient(4096, 100)  # 112 columns for 100: 12% more work
+
+
+@pytest.mark.parametrize("rows, in_features", [(1024, 330), (1100, 650), (64, 330), (1024, 96)])
+def test_input_gradient_is_the_plain_product(rows, in_features):
+    generator = torch.Generator().manual_seed(1)
+    dz = torch.randn(rows, 24, generator=generator)
+    weight = torch.randn(24, in_features, generator=generator)
+    gradient = input_gradient(dz, weight)
+    assert gradient.shape == (rows, in_features) and gradient.is_contiguous()
+    assert_close(gradient, dz @ weight, rtol=1e-5, atol=1e-4)
+
+
+def test_input_gradient_leaves_other_dtypes_to_torch():
+    dz, weight = torch.randn(1024, 8, dtype=torch.float64), torch.randn(8, 330, dtype=torch.float64)
+    assert torch.equal(input_gradient(dz, weight), dz @ weight)
+
+
+@pytest.mark.parametrize("layer_class", [LSTMLayer, GRULayer])
+def test_a_window_whose_input_gradient_is_padded_matches_the_reference(layer_class):
+    """T * B = 1,024 rows of E = 330 inputs: the fused window's dx goes through the padded product."""
+    torch.manual_seed(2)
+    layer = layer_class(330, 16)
+    x = torch.randn(8, 128, 330, requires_grad=True)
+    assert pads_input_gradient(8 * 128, 330)
+    y, _ = layer(x)
+    upstream = torch.randn_like(y)
+    (ours,) = torch.autograd.grad(y, x, upstream)
+    if layer_class is LSTMLayer:
+        reference, _ = layer.to_native()(x)
+    else:  # the notes' GRU has no torch module: its own step loop is the reference
+        reference = torch.stack([state for state in _gru_steps(layer, x)])
+    (expected,) = torch.autograd.grad(reference, x, upstream)
+    assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+
+
+def _gru_steps(layer, x):
+    state = layer.initial_state(x.shape[1])
+    for x_t in x.unbind(0):
+        y_t, state = layer.step(x_t, state)
+        yield y_t
