@@ -6,7 +6,8 @@ one product ``dz W`` (``[N, G] x [G, K]``). MKL runs them at different speeds de
 whole cache lines. Measured on the README's CPU, interleaved:
 
 - ``weight_gradient``, N = 1,280-4,096 tokens: with K and G multiples of 16 floats (H = 128 ... 1024),
-  ``dz^T x`` directly, 1.1-1.25x faster; at H = E = 650 (the word-level model), ``(x^T dz)^T``, then
+  ``dz^T x`` directly, 1.1-1.25x faster, and with multiples of 8 (H = 200, 328, 600, 1,000; session 9,
+  N = 400-2,240) 1.04-1.22x faster; at H = E = 650 (the word-level model), ``(x^T dz)^T``, then
   copied back to ``[G, K]``, 1.05-1.2x faster. The copy is the tiled transpose of
   ``lmtrain.kernels.layout`` (about 0.5 ms for ``[2600, 650]`` against 2.5-4.5 ms for torch's
   ``.contiguous()``).
@@ -27,6 +28,9 @@ from lmtrain.kernels.layout import contiguous
 
 CACHE_LINE_FLOATS = 16
 
+VECTOR_FLOATS = 8
+"""Rows of a multiple of this many floats (whole AVX2 vectors) take ``dz^T x`` directly."""
+
 PAD_MIN_ROWS = 1024
 """``input_gradient`` multiplies fewer rows than this by the weight as it is."""
 
@@ -39,7 +43,7 @@ def weight_gradient(*parts: tuple[Tensor, Tensor]) -> Tensor:
     ``W [G, K]`` that maps each row of x to a row of the pre-activations z (several parts when the rows
     come from different tensors, such as the initial state and the outputs of later steps)."""
     in_features, out_features = parts[0][0].shape[1], parts[0][1].shape[1]
-    direct = in_features % CACHE_LINE_FLOATS == 0 and out_features % CACHE_LINE_FLOATS == 0
+    direct = in_features % VECTOR_FLOATS == 0 and out_features % VECTOR_FLOATS == 0
     total = None
     for x, dz in parts:
         left, right = (dz.t(), x) if direct else (x.t(), dz)
@@ -55,7 +59,7 @@ def padded_width(in_features: int) -> int:
 def pads_input_gradient(rows: int, in_features: int) -> bool:
     """Whether ``input_gradient`` multiplies by a padded copy of the weight (see the module's docstring)."""
     return (
-        in_features % 8 != 0
+        in_features % VECTOR_FLOATS != 0
         and rows >= PAD_MIN_ROWS
         and padded_width(in_features) <= PAD_MAX_GROWTH * in_features
     )
