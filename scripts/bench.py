@@ -107,27 +107,42 @@ def flops_per_token(cell: str, hidden: int, vocab: int) -> float:
     return 3 * (2 * gates * hidden * (hidden + hidden) + 2 * hidden * vocab)
 
 
+def calibrated(
+    step: Callable[[], None], seconds: float, device: torch.device
+) -> tuple[Callable[[], None], int]:
+    """``step``, warmed up (allocator, oneDNN primitive caches, cuDNN plans), and how many calls of it take
+    about ``seconds``."""
+    step()
+    return step, max(1, round(seconds / time_steps(step, 1, device)))
+
+
+def interleaved(
+    steps: dict[str, tuple[Callable[[], None], int]], reps: int, device: torch.device, tokens: int
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Tokens/s of ``steps["ours"]`` and ``steps["torch"]`` (each ``(step, calls per timing)``, ``tokens``
+    per call) over ``reps`` repetitions, the order swapped every repetition, and the per-repetition
+    ratios ours / torch."""
+    rates = {"ours": [], "torch": []}
+    ratios = []
+    for rep in range(reps):
+        for name in ("ours", "torch") if rep % 2 == 0 else ("torch", "ours"):
+            step, count = steps[name]
+            rates[name].append(tokens / time_steps(step, count, device))
+        ratios.append(rates["ours"][-1] / rates["torch"][-1])
+    return rates, ratios
+
+
 def bench_pair(cell: str, hidden: int, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     """Median tokens/s of ours and torch's, and the median of their per-repetition ratios."""
     torch.manual_seed(0)
     ours, reference = make_pair(cell, hidden, args.vocab, device)
     inputs = torch.randint(args.vocab, (args.bptt, args.batch), device=device)
     targets = torch.randint(args.vocab, (args.bptt, args.batch), device=device)
-    steps = {}
-    for name, model in (("ours", ours), ("torch", reference)):
-        step = lambda model=model: train_step(model, inputs, targets)  # noqa: E731
-        step()  # warm up (allocator, oneDNN primitive caches, cuDNN plans)
-        per_step = time_steps(step, 1, device)
-        steps[name] = (step, max(1, round(args.seconds / per_step)))
-    tokens = args.bptt * args.batch
-    rates = {"ours": [], "torch": []}
-    ratios = []
-    for rep in range(args.reps):
-        order = ("ours", "torch") if rep % 2 == 0 else ("torch", "ours")
-        for name in order:
-            step, count = steps[name]
-            rates[name].append(tokens / time_steps(step, count, device))
-        ratios.append(rates["ours"][-1] / rates["torch"][-1])
+    steps = {
+        name: calibrated(lambda model=model: train_step(model, inputs, targets), args.seconds, device)
+        for name, model in (("ours", ours), ("torch", reference))
+    }
+    rates, ratios = interleaved(steps, args.reps, device, args.bptt * args.batch)
     return {
         "ours": statistics.median(rates["ours"]),
         "torch": statistics.median(rates["torch"]),

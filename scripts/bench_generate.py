@@ -46,15 +46,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import synchronize  # noqa: E402
+
 from lmtrain.cells import stack_to_native  # noqa: E402
 from lmtrain.model import RNNLanguageModel  # noqa: E402
 from lmtrain.sampling import SamplingOptions, generate, next_tokens  # noqa: E402
 from lmtrain.tokenizer import EOS, UNK, WordTokenizer  # noqa: E402
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.inference_mode()

@@ -42,7 +42,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import matmul_peak, synchronize, time_steps  # noqa: E402
+from bench import calibrated, interleaved, matmul_peak, synchronize  # noqa: E402
 
 from lmtrain.cells import stack_to_native  # noqa: E402
 from lmtrain.model import RNNLanguageModel  # noqa: E402
@@ -105,19 +105,6 @@ def stack_pass(model: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> None:
     y.backward(grad)
 
 
-def interleaved(calls: dict, reps: int, device: torch.device, tokens: int) -> tuple[dict, list[float]]:
-    """Tokens/s of each of ``calls`` (``{kind: (step, count)}``) over ``reps`` repetitions, the order
-    swapped every repetition, and the per-repetition ratios ours / torch."""
-    rates = {"ours": [], "torch": []}
-    ratios = []
-    for rep in range(reps):
-        for kind in ("ours", "torch") if rep % 2 == 0 else ("torch", "ours"):
-            step, count = calls[kind]
-            rates[kind].append(tokens / time_steps(step, count, device))
-        ratios.append(rates["ours"][-1] / rates["torch"][-1])
-    return rates, ratios
-
-
 def speed(args: argparse.Namespace, device: torch.device) -> None:
     vocab, hidden, steps, batch_size = 10_000, args.hidden, args.bptt, args.batch
     inputs, targets = batch(vocab, steps, batch_size, device)
@@ -130,9 +117,7 @@ def speed(args: argparse.Namespace, device: torch.device) -> None:
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
         step = lambda model=model, optimizer=optimizer: train_step(model, optimizer, inputs, targets)  # noqa: E731
         layers = lambda model=model: stack_pass(model, embedded, upstream)  # noqa: E731
-        for calls, call in ((whole, step), (stack, layers)):
-            call()  # warm up
-            calls[kind] = (call, max(1, round(args.seconds / time_steps(call, 1, device))))
+        whole[kind], stack[kind] = (calibrated(call, args.seconds, device) for call in (step, layers))
     # Matrix-product FLOPs per token: 2 layers of 4 gates over [H + H], the decoder; x 3 for training.
     stack_flops = 3 * 2 * 2 * 4 * hidden * 2 * hidden
     flops = stack_flops + 3 * 2 * hidden * vocab
