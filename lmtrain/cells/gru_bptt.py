@@ -33,6 +33,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from lmtrain.cells.base import apply_under_autocast
+from lmtrain.cells.onednn_linear import input_projection
 from lmtrain.cells.step_product import StepProduct
 from lmtrain.cells.weight_gradient import input_gradient, weight_gradient
 from lmtrain.kernels import fused_applies
@@ -55,7 +56,7 @@ def cudnn_gru_window(
 def _input_projection(x: Tensor, weight_ax: Tensor, bias: Tensor) -> Tensor:
     """``W_ax x<t> + b`` for every step in one product: ``[T, B, G*H]``."""
     steps, batch, _ = x.shape
-    return torch.addmm(bias, x.reshape(steps * batch, -1), weight_ax.t()).view(steps, batch, -1)
+    return input_projection(x.reshape(steps * batch, -1), weight_ax, bias).view(steps, batch, -1)
 
 
 def _previous_states(y: Tensor, c0: Tensor) -> Tensor:

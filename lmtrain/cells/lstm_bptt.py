@@ -42,6 +42,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from lmtrain.cells.base import apply_under_autocast
+from lmtrain.cells.onednn_linear import input_projection
 from lmtrain.cells.step_product import StepProduct
 from lmtrain.cells.weight_gradient import input_gradient, weight_gradient
 from lmtrain.kernels import fused_applies
@@ -79,7 +80,7 @@ class _LSTMWindow(torch.autograd.Function):
         # The input half of every step's pre-activation in one product; the loop adds the recurrent half.
         # gates ends as the activated gates Γ_u, Γ_f, C̃, Γ_o of every step: [T, B, 4H].
         flat_x = x.reshape(steps * batch, -1)
-        gates = torch.addmm(bias, flat_x, weight_ax.t()).view(steps, batch, 4 * hidden)
+        gates = input_projection(flat_x, weight_ax, bias).view(steps, batch, 4 * hidden)
         if kernels is None:
             cells, tanh_cells, y = _forward_loop(gates, weight_aa, a0, c0)
         else:

@@ -17,12 +17,16 @@ whole cache lines. Measured on the README's CPU, interleaved:
   faster for those K at N = 2,240-4,096 (1.05-1.14x at K = 300, 500), the padding and the copy out
   included. At N = 700 the gain was within noise (0.96-1.13x), and for K = 100 the 12% more columns cost
   more than they saved (0.89-0.98x).
+- Since session 10 ``input_gradient`` runs on oneDNN instead where that is faster still
+  (``lmtrain.cells.onednn_linear``: 1.16-1.46x MKL's at N = 4,096); the padding serves the products it
+  leaves to MKL.
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
+from lmtrain.cells.onednn_linear import input_gradient_on_onednn, linear_on_onednn
 from lmtrain.kernels import fused_applies
 from lmtrain.kernels.layout import contiguous
 
@@ -67,7 +71,10 @@ def pads_input_gradient(rows: int, in_features: int) -> bool:
 
 def input_gradient(dz: Tensor, weight: Tensor) -> Tensor:
     """``dz @ weight``, contiguous: the ``[N, K]`` gradient of the rows x that a weight ``W [G, K]`` maps to
-    the rows of z, from their gradient ``dz [N, G]``."""
+    the rows of z, from their gradient ``dz [N, G]``. On oneDNN where that pays (``onednn_linear``), else
+    on MKL, padded where that pays."""
+    if input_gradient_on_onednn(dz, weight):
+        return linear_on_onednn(dz, contiguous(weight.t()))  # weight^T [K, G]: x's features as outputs
     rows, in_features = dz.shape[0], weight.shape[1]
     if not (fused_applies(dz, weight) and pads_input_gradient(rows, in_features)):
         return dz @ weight

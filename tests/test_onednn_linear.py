@@ -1,0 +1,95 @@
+"""The windows' large products on oneDNN (`lmtrain.cells.onednn_linear`): the same products as torch's, chosen
+where they were measured to pay, and the LSTM and GRU windows that use them still match their cell loops."""
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from lmtrain.cells import GRULayer, LSTMLayer, onednn_linear
+from lmtrain.cells.onednn_linear import (
+    input_gradient_on_onednn,
+    input_projection,
+    linear_on_onednn,
+    projection_on_onednn,
+)
+from lmtrain.cells.step_product import onednn_available
+from lmtrain.cells.weight_gradient import input_gradient
+
+needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN linear operators")
+
+
+def _rows_and_weight(rows: int, out_features: int, in_features: int, dtype=torch.float32):
+    generator = torch.Generator().manual_seed(rows + out_features + in_features)
+    x = torch.randn(rows, in_features, generator=generator, dtype=dtype)
+    weight = torch.randn(out_features, in_features, generator=generator, dtype=dtype)
+    return x, weight
+
+
+@needs_onednn
+@pytest.mark.parametrize("rows, out_features, in_features", [(40, 24, 16), (37, 52, 13), (300, 1040, 650)])
+def test_linear_on_onednn_is_the_plain_product(rows, out_features, in_features):
+    x, weight = _rows_and_weight(rows, out_features, in_features)
+    bias = torch.randn(out_features)
+    assert_close(linear_on_onednn(x, weight, bias), torch.addmm(bias, x, weight.t()), rtol=1e-5, atol=1e-4)
+    assert_close(linear_on_onednn(x, weight), x @ weight.t(), rtol=1e-5, atol=1e-4)
+
+
+@needs_onednn
+def test_the_products_go_to_onednn_only_where_they_were_measured_to_pay():
+    def projection(rows, out_features, in_features):
+        return projection_on_onednn(torch.empty(rows, in_features), torch.empty(out_features, in_features))
+
+    def gradient(rows, out_features, in_features):
+        dz, weight = torch.empty(rows, out_features), torch.empty(out_features, in_features)
+        return input_gradient_on_onednn(dz, weight)
+
+    assert projection(4096, 512, 128) and projection(700, 2600, 650) and projection(4096, 4096, 1024)
+    assert not projection(2048, 512, 128) and not projection(700, 1024, 256)
+    assert gradient(2048, 1024, 256) and gradient(1024, 2600, 650) and gradient(4096, 4096, 1024)
+    assert not gradient(4096, 512, 128)  # too few multiply-adds
+    assert not gradient(700, 2600, 650)  # the word model's 700 tokens: the layout costs more than it saves
+    float64 = torch.empty(4096, 4096, dtype=torch.float64), torch.empty(4096, 1024, dtype=torch.float64)
+    assert not input_gradient_on_onednn(*float64) and not projection_on_onednn(float64[1], float64[0].t())
+
+
+def test_without_onednn_the_products_stay_on_torch(monkeypatch):
+    monkeypatch.setattr(onednn_linear, "onednn_available", lambda: False)  # a torch built without oneDNN
+    x, weight = _rows_and_weight(4096, 512, 128)
+    assert not projection_on_onednn(x, weight)
+    assert not input_gradient_on_onednn(torch.empty(4096, 1024), torch.empty(1024, 512))
+    bias = torch.randn(512)
+    assert torch.equal(input_projection(x, weight, bias), torch.addmm(bias, x, weight.t()))
+
+
+@needs_onednn
+def test_input_gradient_on_onednn_is_the_plain_product():
+    dz, weight = _rows_and_weight(1024, 650, 1040)  # dz [1024, 1040], weight [1040, 650] below
+    weight = weight.t().contiguous()
+    assert input_gradient_on_onednn(dz, weight)
+    gradient = input_gradient(dz, weight)
+    assert gradient.shape == (1024, 650) and gradient.is_contiguous()
+    assert_close(gradient, dz @ weight, rtol=1e-4, atol=1e-3)
+
+
+@needs_onednn
+@pytest.mark.parametrize("layer_class", [LSTMLayer, GRULayer])
+def test_a_window_on_onednn_matches_the_cell_loop(monkeypatch, layer_class):
+    """With the rules' thresholds at zero, a small window's projection and dx both run on oneDNN; its outputs
+    and every gradient still match autograd through the layer's step-by-step `_cell` loop (`_run_cells`)."""
+    monkeypatch.setattr(onednn_linear, "PROJECTION_MIN_MULTIPLY_ADDS", 0)
+    monkeypatch.setattr(onednn_linear, "INPUT_GRADIENT_MIN_ROWS", 0)
+    monkeypatch.setattr(onednn_linear, "INPUT_GRADIENT_MIN_MULTIPLY_ADDS", 0)
+    torch.manual_seed(3)
+    layer = layer_class(13, 20)
+    x = torch.randn(6, 5, 13, requires_grad=True)
+    assert projection_on_onednn(x.view(30, 13), layer.weight_ax)
+    state = layer.initial_state(5)
+    y, _ = layer._run_window(x, state)
+    reference, _ = layer._run_cells(x, state)
+    assert_close(y, reference, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn_like(y)
+    inputs = (x, *layer.parameters())
+    ours = torch.autograd.grad(y, inputs, upstream)
+    expected = torch.autograd.grad(reference, inputs, upstream)
+    for mine, theirs in zip(ours, expected, strict=True):
+        assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
