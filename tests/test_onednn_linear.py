@@ -18,6 +18,12 @@ from lmtrain.cells.weight_gradient import input_gradient
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN linear operators")
 
 
+@pytest.fixture(autouse=True)
+def _an_avx512_amd_cpu(monkeypatch):
+    """The rules as on the CPU they were measured on, whatever CPU runs the tests."""
+    monkeypatch.setattr(onednn_linear, "onednn_outpaces_mkl", lambda: True)
+
+
 def _rows_and_weight(rows: int, out_features: int, in_features: int, dtype=torch.float32):
     generator = torch.Generator().manual_seed(rows + out_features + in_features)
     x = torch.randn(rows, in_features, generator=generator, dtype=dtype)
@@ -93,3 +99,24 @@ def test_a_window_on_onednn_matches_the_cell_loop(monkeypatch, layer_class):
     expected = torch.autograd.grad(reference, inputs, upstream)
     for mine, theirs in zip(ours, expected, strict=True):
         assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "capability, vendor, expected",
+    [("AVX512", "AuthenticAMD", True), ("AVX2", "AuthenticAMD", False), ("AVX512", "GenuineIntel", False)],
+)
+def test_onednn_takes_the_products_only_on_the_cpus_measured(monkeypatch, capability, vendor, expected):
+    monkeypatch.undo()  # the real onednn_outpaces_mkl, not the fixture's
+    onednn_linear.onednn_outpaces_mkl.cache_clear()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(onednn_linear, "cpu_vendor", lambda: vendor)
+    try:
+        assert onednn_linear.onednn_outpaces_mkl() is expected
+        x, weight = _rows_and_weight(4096, 512, 128)
+        assert projection_on_onednn(x, weight) is (expected and onednn_available())
+    finally:
+        onednn_linear.onednn_outpaces_mkl.cache_clear()
+
+
+def test_the_cpu_vendor_is_read_where_linux_lists_it():
+    assert isinstance(onednn_linear.cpu_vendor(), str)

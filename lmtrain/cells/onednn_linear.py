@@ -2,11 +2,15 @@
 
 A window multiplies all of its T*B rows by the input weight ``W_ax`` ``[G, K]`` twice: forward, the input
 projection ``z = b + x W_ax^T`` (``[N, K] x [K, G]``), and backward, the inputs' gradient ``dx = dz W_ax``
-(``[N, G] x [G, K]``). torch runs both on MKL. On the README's CPU (AMD EPYC with AVX-512) oneDNN, the
-library behind ``nn.LSTM``, multiplies faster: 190-220 GFLOP/s on a weight laid out in its blocked
-format, against MKL's 150-180 on the same shapes. Laying the weight out costs a pass over it (and, for
-``dx``, a transposed copy first), so oneDNN pays only on enough rows. Measured per product, the layout
-included, interleaved (2 threads, G = 4H, K = H):
+(``[N, G] x [G, K]``). torch runs both on MKL. On the README's CPU in session 10 (an AMD EPYC with
+AVX-512) oneDNN, the library behind ``nn.LSTM``, multiplies faster: 190-220 GFLOP/s on a weight laid out
+in its blocked format, against MKL's 150-180 on the same shapes (asking MKL for AVX-512 code with
+``MKL_ENABLE_INSTRUCTIONS=AVX512`` changed nothing). On the AVX2 EPYC of earlier sessions the two were
+level (session 9: 20.2-22.7 ms against 16.9-23.6 at the word model's size), so oneDNN takes these products
+only on AVX-512 CPUs not made by Intel (``onednn_outpaces_mkl``; MKL's own AVX-512 code serves Intel's,
+unmeasured here). Laying the weight out costs a pass over it (and, for ``dx``, a transposed copy first), so
+oneDNN pays only on enough rows. Measured per product, the layout included, interleaved (2 threads, G =
+4H, K = H):
 
 - the projection: 1.09-1.48x at N = 4,096 (H = 128 ... 1,024), 1.08-1.26x at H >= 512 and N >= 700;
   0.80-0.93x at H <= 256 and N <= 1,536 (``PROJECTION_MIN_MULTIPLY_ADDS``);
@@ -23,6 +27,9 @@ process that the private operators exist and compute what ``addmm`` computes.
 """
 
 from __future__ import annotations
+
+import functools
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -51,8 +58,26 @@ def linear_on_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None, laid
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")
 
 
+def cpu_vendor() -> str:
+    """The CPU's maker as Linux names it (``GenuineIntel``, ``AuthenticAMD``), or "" where not listed."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+@functools.cache
+def onednn_outpaces_mkl() -> bool:
+    """Whether this is the kind of CPU where oneDNN's products were measured faster than MKL's: torch runs
+    AVX-512 code here, and the CPU is not Intel's (see the module's docstring)."""
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512") and cpu_vendor() != "GenuineIntel"
+
+
 def _onednn_applies(*tensors: Tensor) -> bool:
-    return fused_applies(*tensors) and onednn_available()
+    return fused_applies(*tensors) and onednn_outpaces_mkl() and onednn_available()
 
 
 def projection_on_onednn(x: Tensor, weight: Tensor) -> bool:
