@@ -118,12 +118,17 @@ def test_step_product_picks_the_fastest_backend_that_applies(monkeypatch):
     wide = torch.randn(ONEDNN_MIN_WIDTH, ONEDNN_MIN_WIDTH)
     narrow = wide[:, : ONEDNN_MIN_WIDTH - 1]
     expected_fp32 = (
-        "panels" if panel_product_pays(ONEDNN_MIN_WIDTH) else "onednn" if onednn_available() else "addmm"
+        "panels"
+        if panel_product_pays(ONEDNN_MIN_WIDTH, onednn_alternative=onednn_available())
+        else "onednn"
+        if onednn_available()
+        else "addmm"
     )
     assert StepProduct(wide, 4).backend == expected_fp32
     assert StepProduct(wide.double(), 4).backend == "addmm"  # float64: neither kernel takes it
     assert StepProduct(wide.bfloat16(), 4).backend == "addmm"  # bf16 under autocast: addmm, as autocast would
-    monkeypatch.setattr(step_product, "panel_product_pays", lambda rows: False)  # no C compiler, or AVX-512
+    no_panels = lambda rows, onednn_alternative=False: False  # noqa: E731 (no C compiler)
+    monkeypatch.setattr(step_product, "panel_product_pays", no_panels)
     assert StepProduct(wide, 4).backend == ("onednn" if onednn_available() else "addmm")
     assert StepProduct(narrow, 4).backend == "addmm"  # too narrow for oneDNN to gain
     monkeypatch.setattr(step_product, "onednn_available", lambda: False)  # a torch built without oneDNN
@@ -136,18 +141,34 @@ def test_step_product_picks_the_fastest_backend_that_applies(monkeypatch):
 
 @needs_panels
 def test_the_panels_are_chosen_only_where_they_were_measured_to_pay(monkeypatch):
-    """The panel product beats torch's kernels when built with OpenMP and AVX2 (not AVX-512, not the
-    portable one-thread build) and when each thread gets at least 8 panels of 16 rows."""
+    """The panel product beats torch's kernels when built with OpenMP and AVX2 (not the portable one-thread
+    build) and when each thread gets at least 8 panels of 16 rows; on an AVX-512 CPU it beats MKL's addmm
+    but not oneDNN, so there it takes only the products oneDNN would not."""
     from lmtrain.kernels import panel_product
 
     kernels = panel_product._kernels()
-    monkeypatch.setattr(kernels, "tuned", True)
+    monkeypatch.setattr(kernels, "tuned", panel_product.AVX2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert panel_product_pays(256) and not panel_product_pays(255)  # 8 panels a thread, then fewer
+    assert panel_product_pays(256, onednn_alternative=True)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
     assert panel_product_pays(2048) and not panel_product_pays(2047)
-    monkeypatch.setattr(kernels, "tuned", False)
+    monkeypatch.setattr(kernels, "tuned", panel_product.AVX512)
+    assert panel_product_pays(2048) and not panel_product_pays(2048, onednn_alternative=True)
+    monkeypatch.setattr(kernels, "tuned", panel_product.UNTUNED)
     assert not panel_product_pays(4096)
+
+
+@needs_panels
+def test_on_an_avx512_cpu_the_panels_take_the_products_too_narrow_for_onednn(monkeypatch):
+    from lmtrain.kernels import panel_product
+
+    monkeypatch.setattr(panel_product._kernels(), "tuned", panel_product.AVX512)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    narrow = torch.randn(4 * 128, 128)  # an H = 128 LSTM's W_aa: below ONEDNN_MIN_WIDTH
+    assert StepProduct(narrow, 64).backend == "panels"
+    wide = torch.randn(4 * ONEDNN_MIN_WIDTH, ONEDNN_MIN_WIDTH)
+    assert StepProduct(wide, 64).backend == ("onednn" if onednn_available() else "panels")
 
 
 def test_a_short_loop_multiplies_the_weight_as_it_is():
@@ -232,7 +253,7 @@ def test_a_onednn_operator_that_computes_something_else_is_not_used(monkeypatch)
     step_product.onednn_available.cache_clear()
     try:
         assert not onednn_available()
-        monkeypatch.setattr(step_product, "panel_product_pays", lambda rows: False)
+        monkeypatch.setattr(step_product, "panel_product_pays", lambda rows, onednn_alternative=False: False)
         assert StepProduct(torch.randn(ONEDNN_MIN_WIDTH, ONEDNN_MIN_WIDTH), 4).backend == "addmm"
     finally:
         monkeypatch.undo()

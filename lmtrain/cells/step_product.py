@@ -11,9 +11,10 @@ on the README's CPU). Two kernels do better with the weight laid out once per wi
   operators torch's compiler uses for linear layers), 1.0-1.4x ``addmm``'s at H >= 512.
 
 ``StepProduct(weight, batch)`` picks the first that applies: ``panels`` for fp32 CPU tensors when the C
-kernels are built for a CPU like the one measured (see ``panel_product_pays``), ``onednn`` for fp32 CPU
-weights of ``ONEDNN_MIN_WIDTH`` or more when torch has it, and ``addmm`` everywhere else (CUDA, float64,
-bf16, or neither kernel at hand); all agree to float rounding.
+kernels are built for a CPU like the ones measured (see ``panel_product_pays``: on AVX-512 CPUs only where
+oneDNN would not take the product), ``onednn`` for fp32 CPU weights of ``ONEDNN_MIN_WIDTH`` or more when
+torch has it, and ``addmm`` everywhere else (CUDA, float64, bf16, or neither kernel at hand); all agree to
+float rounding.
 """
 
 from __future__ import annotations
@@ -93,11 +94,10 @@ class StepProduct:
         """The fastest backend that applies to ``weight`` (see the module's docstring)."""
         if short_loop or not fused_applies(weight):
             return "addmm"
-        if panel_product_pays(weight.shape[0]):
+        onednn_pays = min(weight.shape) >= ONEDNN_MIN_WIDTH and onednn_available()
+        if panel_product_pays(weight.shape[0], onednn_alternative=onednn_pays):
             return "panels"
-        if min(weight.shape) >= ONEDNN_MIN_WIDTH and onednn_available():
-            return "onednn"
-        return "addmm"
+        return "onednn" if onednn_pays else "addmm"
 
     def __call__(self, x: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
         """``add + x @ weight^T`` (or ``x @ weight^T``): ``x`` ``[B, K]``, ``add`` ``[B, N]``. ``out``, a

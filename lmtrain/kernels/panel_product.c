@@ -32,11 +32,14 @@
 /* Below this many multiply-adds a product runs on one thread. */
 #define PARALLEL_MIN_MULTIPLY_ADDS (1 << 18)
 
-/* 1 when this build is the one measured faster than torch's kernels: OpenMP threads and 256-bit FMA
- * vectors (AVX2). A portable build runs on one thread; on an AVX-512 CPU the 8-float vectors would use
- * half of each register, and oneDNN would be faster. */
+/* Which build this is, for the choice between this kernel and torch's (panel_product.py): 1 for the one
+ * measured faster than both MKL and oneDNN, OpenMP threads and 256-bit FMA vectors (AVX2); 2 for the same
+ * on an AVX-512 CPU, where the 8-float vectors fill half a register: measured faster than MKL but not than
+ * oneDNN; 0 for a portable build, which runs on one thread. */
 int panel_product_tuned(void) {
-#if defined(_OPENMP) && defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#if defined(_OPENMP) && defined(__AVX2__) && defined(__FMA__) && defined(__AVX512F__)
+    return 2;
+#elif defined(_OPENMP) && defined(__AVX2__) && defined(__FMA__)
     return 1;
 #else
     return 0;

@@ -23,7 +23,7 @@ PANEL_WIDTH = 16
 
 class _PanelKernels:
     def __init__(self, library: ctypes.CDLL):
-        self.tuned = bool(c_function(library, "panel_product_tuned", [], ctypes.c_int)())
+        self.tuned = c_function(library, "panel_product_tuned", [], ctypes.c_int)()  # UNTUNED, AVX2 or AVX512
         self.weight_size = c_function(library, "packed_weight_size", [SIZE, SIZE], SIZE)
         self.rows_size = c_function(library, "packed_rows_size", [SIZE, SIZE], SIZE)
         self.pack_weight = c_function(library, "pack_weight", [SIZE, SIZE, ADDRESS, SIZE, SIZE, ADDRESS])
@@ -48,12 +48,20 @@ more at 1.0-1.6x (``scripts/bench_step_products.py``); on many-core machines one
 products better."""
 
 
-def panel_product_pays(out_features: int) -> bool:
-    """Whether the panel product is expected to beat torch's kernels for a weight of ``out_features`` rows:
-    the kernels were built for the CPU they were measured on (``panel_product_tuned`` in C: OpenMP and
-    AVX2 without AVX-512), and every thread gets at least ``PANELS_PER_THREAD`` panels."""
+UNTUNED, AVX2, AVX512 = 0, 1, 2
+"""What ``panel_product_tuned`` in C says of the build: portable (one thread), or OpenMP with AVX2 FMA
+vectors on a CPU without or with AVX-512."""
+
+
+def panel_product_pays(out_features: int, onednn_alternative: bool = False) -> bool:
+    """Whether the panel product is expected to beat torch's kernels for a weight of ``out_features`` rows,
+    ``onednn_alternative`` saying whether oneDNN would take it otherwise (else MKL's ``addmm`` would): the
+    kernels are built for a CPU of a kind they were measured on (``panel_product_tuned`` in C), and every
+    thread gets at least ``PANELS_PER_THREAD`` panels. On AVX2 CPUs the panels beat both. On AVX-512 CPUs
+    they beat ``addmm`` only (session 10's EPYC: one LSTM layer's window 1.04x / 1.08x faster on them at
+    H = 128 / 256; per product 0.94-1.0x oneDNN's at H >= 512)."""
     kernels = _kernels()
-    if kernels is None or not kernels.tuned:
+    if kernels is None or kernels.tuned == UNTUNED or (kernels.tuned == AVX512 and onednn_alternative):
         return False
     return out_features >= PANELS_PER_THREAD * PANEL_WIDTH * torch.get_num_threads()
 
