@@ -6,12 +6,20 @@ import torch
 from torch.testing import assert_close
 
 from lmtrain.cells import GRULayer, LSTMLayer
-from lmtrain.cells.weight_gradient import input_gradient, padded_width, pads_input_gradient, weight_gradient
+from lmtrain.cells.weight_gradient import (
+    input_gradient,
+    padded_width,
+    padding_pays,
+    pads_input_gradient,
+    weight_gradient,
+    with_zero_columns,
+)
 
 
 @pytest.mark.parametrize("in_features, out_features", [(32, 64), (24, 40), (650, 40), (30, 48)])
 def test_weight_gradient_is_the_sum_of_the_parts_products(in_features, out_features):
-    """Both orientations (direct where rows are whole cache lines, transposed elsewhere), with two parts."""
+    """All three forms, with two parts: direct where rows are whole vectors (32, 24), on x padded to whole
+    cache lines where that adds at most 2.5% columns (650), transposed elsewhere (30)."""
     generator = torch.Generator().manual_seed(0)
     x1, x2 = (
         torch.randn(50, in_features, generator=generator),
@@ -25,6 +33,23 @@ def test_weight_gradient_is_the_sum_of_the_parts_products(in_features, out_featu
     gradient = weight_gradient((x1, dz1), (x2, dz2))
     assert gradient.shape == (out_features, in_features) and gradient.is_contiguous()
     assert_close(gradient, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_rows_are_padded_only_where_it_was_measured_to_pay():
+    assert padding_pays(650) and padding_pays(300) and padding_pays(1500)
+    assert not padding_pays(1024) and not padding_pays(200)  # whole vectors already
+    assert not padding_pays(100) and not padding_pays(30)  # 12% and 7% more columns
+
+
+def test_with_zero_columns_copies_and_widens():
+    matrix = torch.randn(3, 5)
+    wide = with_zero_columns(matrix, 16)
+    assert wide.shape == (3, 16) and torch.equal(wide[:, :5], matrix) and not wide[:, 5:].any()
+
+
+def test_weight_gradient_leaves_other_dtypes_unpadded():
+    x, dz = torch.randn(20, 650, dtype=torch.float64), torch.randn(20, 40, dtype=torch.float64)
+    assert_close(weight_gradient((x, dz)), dz.t() @ x)
 
 
 def test_the_input_gradient_is_padded_only_where_it_was_measured_to_pay():
@@ -54,17 +79,19 @@ def test_input_gradient_leaves_other_dtypes_to_torch():
 
 
 @pytest.mark.parametrize("layer_class", [LSTMLayer, GRULayer])
-def test_a_window_whose_input_gradient_is_padded_matches_the_cell_loop(layer_class):
-    """T * B = 1,024 rows of E = 330 inputs: the fused window's dx goes through the padded product; the
-    reference is autograd through the layer's step-by-step `_cell` loop (`_run_cells`)."""
+def test_a_window_whose_products_are_padded_matches_the_cell_loop(layer_class):
+    """T * B = 1,024 rows of E = 330 inputs: the fused window's dx and dW_ax go through the padded products;
+    the reference is autograd through the layer's step-by-step `_cell` loop (`_run_cells`)."""
     torch.manual_seed(2)
     layer = layer_class(330, 16)
     x = torch.randn(8, 128, 330, requires_grad=True)
-    assert pads_input_gradient(8 * 128, 330)
+    assert pads_input_gradient(8 * 128, 330) and padding_pays(330)
     state = layer.initial_state(128)
     y, _ = layer._run_window(x, state)
     reference, _ = layer._run_cells(x, state)
     upstream = torch.randn_like(y)
-    (ours,) = torch.autograd.grad(y, x, upstream)
-    (expected,) = torch.autograd.grad(reference, x, upstream)
-    assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+    inputs = (x, *layer.parameters())
+    ours = torch.autograd.grad(y, inputs, upstream)
+    expected = torch.autograd.grad(reference, inputs, upstream)
+    for mine, theirs in zip(ours, expected, strict=True):
+        assert_close(mine, theirs, rtol=1e-4, atol=1e-4)

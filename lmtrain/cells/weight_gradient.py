@@ -7,10 +7,13 @@ whole cache lines. Measured on the README's CPU, interleaved:
 
 - ``weight_gradient``, N = 1,280-4,096 tokens: with K and G multiples of 16 floats (H = 128 ... 1024),
   ``dz^T x`` directly, 1.1-1.25x faster, and with multiples of 8 (H = 200, 328, 600, 1,000; session 9,
-  N = 400-2,240) 1.04-1.22x faster; at H = E = 650 (the word-level model), ``(x^T dz)^T``, then
-  copied back to ``[G, K]``, 1.05-1.2x faster. The copy is the tiled transpose of
-  ``lmtrain.kernels.layout`` (about 0.5 ms for ``[2600, 650]`` against 2.5-4.5 ms for torch's
-  ``.contiguous()``).
+  N = 400-2,240) 1.04-1.22x faster. Where K is not a multiple of 8 (H = E = 650, the word-level
+  model), session 10 found ``dz^T x`` on a copy of x padded with zero columns to a multiple of 16 floats
+  (as for ``input_gradient`` below), then copied out to ``[G, K]``, 1.04-1.29x faster than the
+  ``(x^T dz)^T`` that sessions 5-9 took there (for the LSTM's G = 4H at K = 300-1,500, N = 700-4,096:
+  1.20x at the word model's K = 650, N = 700) and 1.03-1.43x for the GRU's G = 3H. ``(x^T dz)^T``, copied
+  back to ``[G, K]`` by the tiled transpose of ``lmtrain.kernels.layout``, stays for the rest (such as
+  K = 100, where padding adds 12% columns: 0.89-0.92x).
 - ``input_gradient``: where K is not a multiple of 8 floats, MKL writes the ``[N, K]`` result slowly
   (101-114 GFLOP/s at N = 4,096 for K = 650, 700, 1,500, against 147-163 for K = 200, 400, 1,000). A
   copy of ``W`` padded with zero columns to a multiple of 16 (``[G, 656]`` for K = 650) runs 1.2-1.34x
@@ -39,7 +42,7 @@ PAD_MIN_ROWS = 1024
 """``input_gradient`` multiplies fewer rows than this by the weight as it is."""
 
 PAD_MAX_GROWTH = 1.025
-"""``input_gradient`` pads only where that adds at most 2.5% columns (K of about 320 or more)."""
+"""Both products pad only where that adds at most 2.5% columns (K of about 300 or more)."""
 
 
 def weight_gradient(*parts: tuple[Tensor, Tensor]) -> Tensor:
@@ -47,6 +50,13 @@ def weight_gradient(*parts: tuple[Tensor, Tensor]) -> Tensor:
     ``W [G, K]`` that maps each row of x to a row of the pre-activations z (several parts when the rows
     come from different tensors, such as the initial state and the outputs of later steps)."""
     in_features, out_features = parts[0][0].shape[1], parts[0][1].shape[1]
+    if fused_applies(*(t for part in parts for t in part)) and padding_pays(in_features):
+        wide = padded_width(in_features)
+        total = None
+        for x, dz in parts:
+            padded = with_zero_columns(x, wide)  # [N_i, K rounded up]
+            total = dz.t() @ padded if total is None else total.addmm_(dz.t(), padded)
+        return total[:, :in_features].contiguous()  # [G, K rounded up] -> [G, K]
     direct = in_features % VECTOR_FLOATS == 0 and out_features % VECTOR_FLOATS == 0
     total = None
     for x, dz in parts:
@@ -60,13 +70,22 @@ def padded_width(in_features: int) -> int:
     return -(-in_features // CACHE_LINE_FLOATS) * CACHE_LINE_FLOATS
 
 
+def padding_pays(in_features: int) -> bool:
+    """Whether rows of ``in_features`` floats are worth padding to whole cache lines: they are not whole
+    vectors, and padding adds at most ``PAD_MAX_GROWTH`` columns."""
+    return in_features % VECTOR_FLOATS != 0 and padded_width(in_features) <= PAD_MAX_GROWTH * in_features
+
+
 def pads_input_gradient(rows: int, in_features: int) -> bool:
     """Whether ``input_gradient`` multiplies by a padded copy of the weight (see the module's docstring)."""
-    return (
-        in_features % VECTOR_FLOATS != 0
-        and rows >= PAD_MIN_ROWS
-        and padded_width(in_features) <= PAD_MAX_GROWTH * in_features
-    )
+    return rows >= PAD_MIN_ROWS and padding_pays(in_features)
+
+
+def with_zero_columns(matrix: Tensor, width: int) -> Tensor:
+    """A copy of ``matrix`` ``[M, K]`` widened to ``[M, width]`` with zero columns on the right."""
+    wide = matrix.new_zeros(matrix.shape[0], width)
+    wide[:, : matrix.shape[1]] = matrix
+    return wide
 
 
 def input_gradient(dz: Tensor, weight: Tensor) -> Tensor:
@@ -78,6 +97,5 @@ def input_gradient(dz: Tensor, weight: Tensor) -> Tensor:
     rows, in_features = dz.shape[0], weight.shape[1]
     if not (fused_applies(dz, weight) and pads_input_gradient(rows, in_features)):
         return dz @ weight
-    wide = weight.new_zeros(weight.shape[0], padded_width(in_features))  # [G, K rounded up]
-    wide[:, :in_features] = weight
+    wide = with_zero_columns(weight, padded_width(in_features))  # [G, K rounded up]
     return (dz @ wide)[:, :in_features].contiguous()  # [N, K rounded up] -> [N, K]
