@@ -4,6 +4,7 @@ MKL's sake computes the plain product, and the windows that use them still match
 import pytest
 import torch
 from torch.testing import assert_close
+from window_reference import assert_window_matches_cell_loop
 
 from lmtrain.cells import GRULayer, LSTMLayer
 from lmtrain.cells.weight_gradient import (
@@ -86,12 +87,4 @@ def test_a_window_whose_products_are_padded_matches_the_cell_loop(layer_class):
     layer = layer_class(330, 16)
     x = torch.randn(8, 128, 330, requires_grad=True)
     assert pads_input_gradient(8 * 128, 330) and padding_pays(330)
-    state = layer.initial_state(128)
-    y, _ = layer._run_window(x, state)
-    reference, _ = layer._run_cells(x, state)
-    upstream = torch.randn_like(y)
-    inputs = (x, *layer.parameters())
-    ours = torch.autograd.grad(y, inputs, upstream)
-    expected = torch.autograd.grad(reference, inputs, upstream)
-    for mine, theirs in zip(ours, expected, strict=True):
-        assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
+    assert_window_matches_cell_loop(layer, x, layer.initial_state(128), rtol=1e-4, atol=1e-4)

@@ -4,6 +4,7 @@ where they were measured to pay, and the LSTM and GRU windows that use them stil
 import pytest
 import torch
 from torch.testing import assert_close
+from window_reference import assert_window_matches_cell_loop
 
 from lmtrain.cells import GRULayer, LSTMLayer, onednn_linear
 from lmtrain.cells.onednn_linear import (
@@ -89,16 +90,7 @@ def test_a_window_on_onednn_matches_the_cell_loop(monkeypatch, layer_class):
     layer = layer_class(13, 20)
     x = torch.randn(6, 5, 13, requires_grad=True)
     assert projection_on_onednn(x.view(30, 13), layer.weight_ax)
-    state = layer.initial_state(5)
-    y, _ = layer._run_window(x, state)
-    reference, _ = layer._run_cells(x, state)
-    assert_close(y, reference, rtol=1e-5, atol=1e-5)
-    upstream = torch.randn_like(y)
-    inputs = (x, *layer.parameters())
-    ours = torch.autograd.grad(y, inputs, upstream)
-    expected = torch.autograd.grad(reference, inputs, upstream)
-    for mine, theirs in zip(ours, expected, strict=True):
-        assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+    assert_window_matches_cell_loop(layer, x, layer.initial_state(5), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(

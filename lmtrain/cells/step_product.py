@@ -6,7 +6,8 @@ are thin products that MKL's general ``addmm`` runs well below the machine's pea
 on the README's CPU). Two kernels do better with the weight laid out once per window:
 
 - ``panels``: lmtrain's own C kernel (``lmtrain/kernels/panel_product.c``), a register-blocked product
-  for exactly this shape, 1.0-1.3x oneDNN's speed and 1.0-1.8x ``addmm``'s on the README's CPU;
+  for exactly this shape, 1.0-1.3x oneDNN's speed and 1.0-1.8x ``addmm``'s on the AVX2 EPYC of sessions
+  6-9; on session 10's AVX-512 EPYC 1.1-1.6x ``addmm``'s at H = 128-256 but 0.93-1.05x oneDNN's;
 - ``onednn``: oneDNN (``torch.ops.mkldnn``, the library behind ``nn.LSTM`` on a CPU, through the
   operators torch's compiler uses for linear layers), 1.0-1.4x ``addmm``'s at H >= 512.
 
