@@ -12,6 +12,8 @@ from lmtrain.cells.onednn_linear import (
     input_projection,
     linear_on_onednn,
     projection_on_onednn,
+    weight_gradients,
+    weight_gradients_on_onednn,
 )
 from lmtrain.cells.step_product import onednn_available
 from lmtrain.cells.weight_gradient import input_gradient
@@ -55,6 +57,10 @@ def test_the_products_go_to_onednn_only_where_they_were_measured_to_pay():
     assert gradient(2048, 1024, 256) and gradient(1024, 2600, 650) and gradient(4096, 4096, 1024)
     assert not gradient(4096, 512, 128)  # too few multiply-adds
     assert not gradient(700, 2600, 650)  # the word model's 700 tokens: the layout costs more than it saves
+    assert weight_gradients_on_onednn(torch.empty(700, 2600), 650)  # the word model's layer
+    assert weight_gradients_on_onednn(torch.empty(2240, 2600), 650)
+    assert not weight_gradients_on_onednn(torch.empty(4096, 4096), 1024)  # the copy of dz^T costs too much
+    assert not weight_gradients_on_onednn(torch.empty(700, 512), 128)  # too few multiply-adds
     float64 = torch.empty(4096, 4096, dtype=torch.float64), torch.empty(4096, 1024, dtype=torch.float64)
     assert not input_gradient_on_onednn(*float64) and not projection_on_onednn(float64[1], float64[0].t())
 
@@ -64,8 +70,21 @@ def test_without_onednn_the_products_stay_on_torch(monkeypatch):
     x, weight = _rows_and_weight(4096, 512, 128)
     assert not projection_on_onednn(x, weight)
     assert not input_gradient_on_onednn(torch.empty(4096, 1024), torch.empty(1024, 512))
+    assert not weight_gradients_on_onednn(torch.empty(700, 2600), 650)
     bias = torch.randn(512)
     assert torch.equal(input_projection(x, weight, bias), torch.addmm(bias, x, weight.t()))
+
+
+@needs_onednn
+def test_weight_gradients_on_onednn_are_the_plain_products():
+    generator = torch.Generator().manual_seed(4)
+    dz = torch.randn(70, 52, generator=generator)
+    inputs = torch.randn(70, 13, generator=generator), torch.randn(70, 20, generator=generator)
+    gradients = weight_gradients(dz, *inputs)
+    assert len(gradients) == 2
+    for gradient, x in zip(gradients, inputs, strict=True):
+        assert gradient.shape == (52, x.shape[1]) and gradient.is_contiguous()
+        assert_close(gradient, dz.t() @ x, rtol=1e-5, atol=1e-4)
 
 
 @needs_onednn
@@ -81,11 +100,13 @@ def test_input_gradient_on_onednn_is_the_plain_product():
 @needs_onednn
 @pytest.mark.parametrize("layer_class", [LSTMLayer, GRULayer])
 def test_a_window_on_onednn_matches_the_cell_loop(monkeypatch, layer_class):
-    """With the rules' thresholds at zero, a small window's projection and dx both run on oneDNN; its outputs
-    and every gradient still match autograd through the layer's step-by-step `_cell` loop (`_run_cells`)."""
+    """With the rules' thresholds at zero, a small window's projection and dx (and the LSTM's weight
+    gradients) run on oneDNN; its outputs and every gradient still match autograd through the layer's
+    step-by-step `_cell` loop (`_run_cells`)."""
     monkeypatch.setattr(onednn_linear, "PROJECTION_MIN_MULTIPLY_ADDS", 0)
     monkeypatch.setattr(onednn_linear, "INPUT_GRADIENT_MIN_ROWS", 0)
     monkeypatch.setattr(onednn_linear, "INPUT_GRADIENT_MIN_MULTIPLY_ADDS", 0)
+    monkeypatch.setattr(onednn_linear, "WEIGHT_GRADIENTS_MIN_MULTIPLY_ADDS", 0)
     torch.manual_seed(3)
     layer = layer_class(13, 20)
     x = torch.randn(6, 5, 13, requires_grad=True)

@@ -42,7 +42,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from lmtrain.cells.base import apply_under_autocast
-from lmtrain.cells.onednn_linear import input_projection
+from lmtrain.cells.onednn_linear import input_projection, weight_gradients, weight_gradients_on_onednn
 from lmtrain.cells.step_product import StepProduct
 from lmtrain.cells.weight_gradient import input_gradient, weight_gradient
 from lmtrain.kernels import fused_applies
@@ -251,14 +251,18 @@ def _parameter_gradients(
     grad_x = grad_weight_ax = grad_bias = grad_weight_aa = grad_a0 = None
     if needs[0]:
         grad_x = input_gradient(flat_z, weight_ax).view_as(x)
-    if needs[1]:
-        grad_weight_ax = weight_gradient((x.reshape(steps * batch, -1), flat_z))
     if needs[2]:
         grad_bias = flat_z.sum(0)
-    if needs[3]:
-        # dW_aa = sum over t of dz<t>^T a<t-1>: the steps after the first in one product (a<t-1> is y[t-1]),
-        # and the first step's a<-1> = a0.
-        grad_weight_aa = weight_gradient((y[:-1].reshape(-1, hidden), flat_z[batch:]), (a0, grad_z[0]))
+    if needs[1] and needs[3] and weight_gradients_on_onednn(flat_z, min(x.shape[2], hidden)):
+        previous = torch.cat([a0.unsqueeze(0), y[:-1]]).view(steps * batch, hidden)  # a<t-1> of every step
+        grad_weight_ax, grad_weight_aa = weight_gradients(flat_z, x.reshape(steps * batch, -1), previous)
+    else:
+        if needs[1]:
+            grad_weight_ax = weight_gradient((x.reshape(steps * batch, -1), flat_z))
+        if needs[3]:
+            # dW_aa = sum over t of dz<t>^T a<t-1>: the steps after the first in one product (a<t-1> is
+            # y[t-1]), and the first step's a<-1> = a0.
+            grad_weight_aa = weight_gradient((y[:-1].reshape(-1, hidden), flat_z[batch:]), (a0, grad_z[0]))
     if needs[4]:
         grad_a0 = torch.mm(grad_z[0], weight_aa)
     return grad_x, grad_weight_ax, grad_bias, grad_weight_aa, grad_a0

@@ -1,4 +1,4 @@
-"""A window's large products on oneDNN where it beats MKL: the input projection and the inputs' gradient.
+"""A window's large products on oneDNN where it beats MKL: the input projection and the gradients.
 
 A window multiplies all of its T*B rows by the input weight ``W_ax`` ``[G, K]`` twice: forward, the input
 projection ``z = b + x W_ax^T`` (``[N, K] x [K, G]``), and backward, the inputs' gradient ``dx = dz W_ax``
@@ -18,9 +18,14 @@ oneDNN pays only on enough rows. Measured per product, the layout included, inte
   at N <= 700 (``INPUT_GRADIENT_MIN_ROWS``, ``INPUT_GRADIENT_MIN_MULTIPLY_ADDS``).
 
 In one LSTM layer's training step (H = 650, B = 20, T = 35, and H = 1,024, B = 64, T = 64) the forward ran
-1.04x faster and the backward 1.03-1.04x. The weights' gradients ``dz^T x`` stay on MKL
-(``weight_gradient``): oneDNN needs ``dz^T`` as a contiguous copy, which cost more than it saved at H =
-1,024 (0.90x in the layer's backward).
+1.04x faster and the backward 1.03-1.04x.
+
+The LSTM's two weight gradients ``dz^T x`` and ``dz^T a<t-1>`` go to oneDNN too on windows of at most
+``WEIGHT_GRADIENTS_MAX_ROWS`` rows (``weight_gradients_on_onednn``). oneDNN takes the product's rows
+contiguous, so ``dz^T`` ``[G, N]`` is copied once for both, and each of x and a<t-1> is laid out as its
+weight. One LSTM layer's backward, alternating with MKL's products in one process: 1.06x at H = 650, B =
+20, T = 35 (the word model's layer), 1.04x at B = 64; the word model's two-layer stack 1.035x. At N = 4,096
+the copy of ``dz^T`` costs about what oneDNN saves (0.965x at H = 512, 0.99x at 1,024); the GRUs keep MKL.
 
 Both products agree with torch's to float rounding; ``onednn_available`` (``step_product``) checks once per
 process that the private operators exist and compute what ``addmm`` computes.
@@ -36,6 +41,7 @@ from torch import Tensor
 
 from lmtrain.cells.step_product import onednn_available
 from lmtrain.kernels import fused_applies
+from lmtrain.kernels.layout import contiguous
 
 PROJECTION_MIN_MULTIPLY_ADDS = 1 << 28
 """The projection goes to oneDNN from this many multiply-adds (N * G * K; 2^28 is N = 4,096 at H = 128)."""
@@ -43,6 +49,11 @@ PROJECTION_MIN_MULTIPLY_ADDS = 1 << 28
 INPUT_GRADIENT_MIN_ROWS = 1024
 INPUT_GRADIENT_MIN_MULTIPLY_ADDS = 1 << 29
 """The inputs' gradient goes to oneDNN from this many rows and multiply-adds (2^29: N = 2,048 at H = 256)."""
+
+WEIGHT_GRADIENTS_MAX_ROWS = 2240
+WEIGHT_GRADIENTS_MIN_MULTIPLY_ADDS = 1 << 28
+"""The LSTM's weight gradients go to oneDNN up to this many rows (the most measured to gain: B = 64, T = 35)
+and from this many multiply-adds per product."""
 
 
 def laid_out_for_onednn(weight: Tensor, rows: int) -> Tensor:
@@ -101,3 +112,21 @@ def input_gradient_on_onednn(dz: Tensor, weight: Tensor) -> bool:
         and rows * out_features * in_features >= INPUT_GRADIENT_MIN_MULTIPLY_ADDS
         and _onednn_applies(dz, weight)
     )
+
+
+def weight_gradients_on_onednn(dz: Tensor, in_features: int) -> bool:
+    """Whether products ``dz^T x`` (``[G, N] x [N, K]``, K = ``in_features``) are expected to run faster on
+    oneDNN, ``dz^T`` copied once for all of them (see the module's docstring)."""
+    rows, out_features = dz.shape
+    return (
+        rows <= WEIGHT_GRADIENTS_MAX_ROWS
+        and rows * out_features * in_features >= WEIGHT_GRADIENTS_MIN_MULTIPLY_ADDS
+        and _onednn_applies(dz)
+    )
+
+
+def weight_gradients(dz: Tensor, *inputs: Tensor) -> list[Tensor]:
+    """``dz^T x`` (``[G, K]``) for each x ``[N, K]`` of ``inputs`` on oneDNN (fp32 CPU): the weight
+    gradients of the maps from the rows of each x to the rows of z, given ``dz`` ``[N, G]``."""
+    rows_of_products = contiguous(dz.t())  # [G, N]: oneDNN's rows, one copy for every product
+    return [linear_on_onednn(rows_of_products, contiguous(x.t())) for x in inputs]  # x^T [K, N]: the weight
