@@ -42,8 +42,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lmtrain.cells import GRULayer, LSTMLayer  # noqa: E402
-from lmtrain.cells.onednn_linear import laid_out_for_onednn, linear_on_onednn  # noqa: E402
-from lmtrain.cells.step_product import onednn_available  # noqa: E402
+from lmtrain.cells.onednn_linear import laid_out_for_onednn, linear_on_onednn, onednn_available  # noqa: E402
 
 
 class CharModel(nn.Module):

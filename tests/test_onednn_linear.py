@@ -11,11 +11,11 @@ from lmtrain.cells.onednn_linear import (
     input_gradient_on_onednn,
     input_projection,
     linear_on_onednn,
+    onednn_available,
     projection_on_onednn,
     weight_gradients,
     weight_gradients_on_onednn,
 )
-from lmtrain.cells.step_product import onednn_available
 from lmtrain.cells.weight_gradient import input_gradient
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN linear operators")

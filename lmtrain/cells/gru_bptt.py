@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from lmtrain.cells.base import apply_under_autocast
+from lmtrain.cells.base import apply_under_autocast, previous_states
 from lmtrain.cells.onednn_linear import input_projection
 from lmtrain.cells.step_product import StepProduct
 from lmtrain.cells.weight_gradient import input_gradient, weight_gradient
@@ -57,11 +57,6 @@ def _input_projection(x: Tensor, weight_ax: Tensor, bias: Tensor) -> Tensor:
     """``W_ax x<t> + b`` for every step in one product: ``[T, B, G*H]``."""
     steps, batch, _ = x.shape
     return input_projection(x.reshape(steps * batch, -1), weight_ax, bias).view(steps, batch, -1)
-
-
-def _previous_states(y: Tensor, c0: Tensor) -> Tensor:
-    """``c<t-1>`` of every step, ``[T, B, H]``: ``c0`` then ``y[:-1]``."""
-    return torch.cat([c0.unsqueeze(0), y[:-1]])
 
 
 def _input_gradients(ctx, grad_x_proj: Tensor, x: Tensor, weight_ax: Tensor):
@@ -193,7 +188,7 @@ class _GRUWindow(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, weight_ax, weight_aa, gates, reset_states, y, c0 = ctx.saved_tensors
         steps, batch, hidden = y.shape
-        previous = _previous_states(y, c0)  # c<t-1>
+        previous = previous_states(y, c0)  # c<t-1>
         if ctx.kernels is None:
             grad_z, dc = _gru_backward_loop(gates, previous, grad_y, weight_aa)
         else:
@@ -241,7 +236,7 @@ class _CudnnGRUWindow(torch.autograd.Function):
         x, weight_ax, weight_aa, gates, candidate_states, y, c0 = ctx.saved_tensors
         steps, batch, hidden = y.shape
         update, reset, candidate = gates.view(steps, batch, 3, hidden).unbind(2)  # [T, B, H] each
-        previous = _previous_states(y, c0)  # c<t-1>
+        previous = previous_states(y, c0)  # c<t-1>
         # Per unit of dc: the gradients of the recurrent product's three blocks, [T, B, 3, H] ...
         to_recurrent = gates.new_empty(steps, batch, 3, hidden)
         to_candidate = torch.mul(candidate, candidate).neg_().add_(1).mul_(update)  # dz_c / dc

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from lmtrain.cells.base import apply_under_autocast
+from lmtrain.cells.base import apply_under_autocast, previous_states
 from lmtrain.cells.onednn_linear import input_projection, weight_gradients, weight_gradients_on_onednn
 from lmtrain.cells.step_product import StepProduct
 from lmtrain.cells.weight_gradient import input_gradient, weight_gradient
@@ -254,7 +254,7 @@ def _parameter_gradients(
     if needs[2]:
         grad_bias = flat_z.sum(0)
     if needs[1] and needs[3] and weight_gradients_on_onednn(flat_z, min(x.shape[2], hidden)):
-        previous = torch.cat([a0.unsqueeze(0), y[:-1]]).view(steps * batch, hidden)  # a<t-1> of every step
+        previous = previous_states(y, a0).view(steps * batch, hidden)  # a<t-1> of every step
         grad_weight_ax, grad_weight_aa = weight_gradients(flat_z, x.reshape(steps * batch, -1), previous)
     else:
         if needs[1]:

@@ -27,8 +27,9 @@ weight. One LSTM layer's backward, alternating with MKL's products in one proces
 20, T = 35 (the word model's layer), 1.04x at B = 64; the word model's two-layer stack 1.035x. At N = 4,096
 the copy of ``dz^T`` costs about what oneDNN saves (0.965x at H = 512, 0.99x at 1,024); the GRUs keep MKL.
 
-Both products agree with torch's to float rounding; ``onednn_available`` (``step_product``) checks once per
-process that the private operators exist and compute what ``addmm`` computes.
+Both products agree with torch's to float rounding; ``onednn_available`` checks once per process that the
+private operators exist and compute what ``addmm`` computes. ``laid_out_for_onednn`` and
+``linear_on_onednn`` also serve ``StepProduct``'s per-step products and the benchmarks' matmul peak.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lmtrain.cells.step_product import onednn_available
 from lmtrain.kernels import fused_applies
 from lmtrain.kernels.layout import contiguous
 
@@ -56,9 +56,35 @@ WEIGHT_GRADIENTS_MIN_MULTIPLY_ADDS = 1 << 28
 and from this many multiply-adds per product."""
 
 
+@functools.cache
+def onednn_available() -> bool:
+    """Whether this torch has oneDNN's linear operators (CPU builds with mkldnn) and they compute what
+    ``addmm`` computes. The operators are private to torch, so their behaviour is checked once per
+    process on a small product rather than trusted across torch releases."""
+    mkldnn = torch.ops.mkldnn
+    present = torch.backends.mkldnn.is_available() and all(
+        hasattr(mkldnn, name) for name in ("_linear_pointwise", "_reorder_linear_weight")
+    )
+    if not present:
+        return False
+    generator = torch.Generator().manual_seed(0)
+    weight, x, add = (torch.randn(*shape, generator=generator) for shape in ((24, 16), (3, 16), (3, 24)))
+    try:
+        with torch.no_grad(), torch.autocast("cpu", enabled=False):
+            packed = mkldnn._reorder_linear_weight(weight, 3)
+            product = mkldnn._linear_pointwise.binary(x, add, packed, None, "add")
+            plain = mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+    except RuntimeError:
+        return False
+    return torch.allclose(product, torch.addmm(add, x, weight.t()), rtol=1e-4, atol=1e-4) and torch.allclose(
+        plain, x @ weight.t(), rtol=1e-4, atol=1e-4
+    )
+
+
 def laid_out_for_onednn(weight: Tensor, rows: int) -> Tensor:
-    """The weight ``[N, K]`` (fp32 CPU) in oneDNN's blocked layout for products with ``rows`` rows."""
-    return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows)
+    """The weight ``[N, K]`` (fp32 CPU) in oneDNN's blocked layout for products with ``rows`` rows (a
+    transposed view is copied contiguous by ``lmtrain.kernels.layout``'s tiled transpose first)."""
+    return torch.ops.mkldnn._reorder_linear_weight(contiguous(weight), rows)
 
 
 def linear_on_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None, laid_out: bool = False) -> Tensor:
@@ -129,4 +155,4 @@ def weight_gradients(dz: Tensor, *inputs: Tensor) -> list[Tensor]:
     """``dz^T x`` (``[G, K]``) for each x ``[N, K]`` of ``inputs`` on oneDNN (fp32 CPU): the weight
     gradients of the maps from the rows of each x to the rows of z, given ``dz`` ``[N, G]``."""
     rows_of_products = contiguous(dz.t())  # [G, N]: oneDNN's rows, one copy for every product
-    return [linear_on_onednn(rows_of_products, contiguous(x.t())) for x in inputs]  # x^T [K, N]: the weight
+    return [linear_on_onednn(rows_of_products, x.t()) for x in inputs]  # x^T [K, N]: the weight

@@ -20,11 +20,10 @@ float rounding.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 
+from lmtrain.cells.onednn_linear import laid_out_for_onednn, linear_on_onednn, onednn_available
 from lmtrain.kernels import fused_applies
 from lmtrain.kernels.layout import contiguous
 from lmtrain.kernels.panel_product import PanelWeight, panel_product_pays
@@ -38,31 +37,6 @@ LAYOUT_MIN_STEPS = 16
 """A loop of fewer products multiplies the weight as it is. On the README's CPU, laying a ``[2048, 512]``
 weight out took 0.5-1.0 ms for oneDNN and 1.7 ms as a transposed copy, against 0.1-0.5 ms per product; a
 one-step window (priming generation with a one-token context) spent most of its time doing it."""
-
-
-@functools.cache
-def onednn_available() -> bool:
-    """Whether this torch has oneDNN's linear operators (CPU builds with mkldnn) and they compute what
-    ``addmm`` computes. The operators are private to torch, so their behaviour is checked once per
-    process on a small product rather than trusted across torch releases."""
-    mkldnn = torch.ops.mkldnn
-    present = torch.backends.mkldnn.is_available() and all(
-        hasattr(mkldnn, name) for name in ("_linear_pointwise", "_reorder_linear_weight")
-    )
-    if not present:
-        return False
-    generator = torch.Generator().manual_seed(0)
-    weight, x, add = (torch.randn(*shape, generator=generator) for shape in ((24, 16), (3, 16), (3, 24)))
-    try:
-        with torch.no_grad(), torch.autocast("cpu", enabled=False):
-            packed = mkldnn._reorder_linear_weight(weight, 3)
-            product = mkldnn._linear_pointwise.binary(x, add, packed, None, "add")
-            plain = mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-    except RuntimeError:
-        return False
-    return torch.allclose(product, torch.addmm(add, x, weight.t()), rtol=1e-4, atol=1e-4) and torch.allclose(
-        plain, x @ weight.t(), rtol=1e-4, atol=1e-4
-    )
 
 
 class StepProduct:
@@ -85,7 +59,7 @@ class StepProduct:
         if self.backend == "panels":
             self.panels = PanelWeight(weight, batch)
         elif self.backend == "onednn":
-            self.weight = torch.ops.mkldnn._reorder_linear_weight(contiguous(weight), batch)
+            self.weight = laid_out_for_onednn(weight, batch)
         else:
             # [K, N]: a contiguous copy multiplies faster; a short loop does not repay the copy.
             self.weight_t = weight.t() if short_loop else contiguous(weight.t())
@@ -110,6 +84,6 @@ class StepProduct:
             return out.copy_(self(x, add))
         if self.backend == "onednn":
             if add is None:
-                return torch.ops.mkldnn._linear_pointwise(x, self.weight, None, "none", [], "")
+                return linear_on_onednn(x, self.weight, laid_out=True)
             return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.weight, None, "add")
         return torch.mm(x, self.weight_t) if add is None else torch.addmm(add, x, self.weight_t)

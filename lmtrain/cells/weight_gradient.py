@@ -93,7 +93,7 @@ def input_gradient(dz: Tensor, weight: Tensor) -> Tensor:
     the rows of z, from their gradient ``dz [N, G]``. On oneDNN where that pays (``onednn_linear``), else
     on MKL, padded where that pays."""
     if input_gradient_on_onednn(dz, weight):
-        return linear_on_onednn(dz, contiguous(weight.t()))  # weight^T [K, G]: x's features as outputs
+        return linear_on_onednn(dz, weight.t())  # weight^T [K, G]: x's features as outputs
     rows, in_features = dz.shape[0], weight.shape[1]
     if not (fused_applies(dz, weight) and pads_input_gradient(rows, in_features)):
         return dz @ weight
