@@ -27,6 +27,8 @@ whole cache lines. Measured on the README's CPU, interleaved:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from torch import Tensor
 
 from lmtrain.cells.onednn_linear import input_gradient_on_onednn, linear_on_onednn
@@ -52,17 +54,19 @@ def weight_gradient(*parts: tuple[Tensor, Tensor]) -> Tensor:
     in_features, out_features = parts[0][0].shape[1], parts[0][1].shape[1]
     if fused_applies(*(t for part in parts for t in part)) and padding_pays(in_features):
         wide = padded_width(in_features)
-        total = None
-        for x, dz in parts:
-            padded = with_zero_columns(x, wide)  # [N_i, K rounded up]
-            total = dz.t() @ padded if total is None else total.addmm_(dz.t(), padded)
-        return total[:, :in_features].contiguous()  # [G, K rounded up] -> [G, K]
-    direct = in_features % VECTOR_FLOATS == 0 and out_features % VECTOR_FLOATS == 0
+        total = _sum_of_products((dz.t(), with_zero_columns(x, wide)) for x, dz in parts)  # [G, K rounded up]
+        return total[:, :in_features].contiguous()  # -> [G, K]
+    if in_features % VECTOR_FLOATS == 0 and out_features % VECTOR_FLOATS == 0:
+        return _sum_of_products((dz.t(), x) for x, dz in parts)
+    return contiguous(_sum_of_products((x.t(), dz) for x, dz in parts).t())  # [K, G] -> [G, K]
+
+
+def _sum_of_products(pairs: Iterable[tuple[Tensor, Tensor]]) -> Tensor:
+    """``sum of left @ right`` over the pairs, accumulated into the first product."""
     total = None
-    for x, dz in parts:
-        left, right = (dz.t(), x) if direct else (x.t(), dz)
+    for left, right in pairs:
         total = left @ right if total is None else total.addmm_(left, right)
-    return total if direct else contiguous(total.t())
+    return total
 
 
 def padded_width(in_features: int) -> int:
