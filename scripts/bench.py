@@ -103,7 +103,7 @@ def matmul_peak(device: torch.device, size: int, repeats: int) -> float:
     products = [lambda: torch.mm(a, b)]
     if device.type == "cpu" and onednn_available():
         laid_out = laid_out_for_onednn(b.t(), size)
-        products.append(lambda: linear_on_onednn(a, laid_out, laid_out=True))
+        products.append(lambda: linear_on_onednn(a, laid_out))
     best = math.inf
     for product in products:
         product()  # warm up

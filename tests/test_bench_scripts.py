@@ -73,8 +73,13 @@ def test_bench_step_products_times_a_loop_of_products():
 
     weight, inputs = torch.randn(12, 5), torch.randn(4, 3, 5)
     out = torch.empty(3, 12)
-    assert bench_step_products.loop_seconds(StepProduct(weight, 3, 4, backend="addmm"), inputs, out) > 0
+    laid_out = StepProduct(weight, 3, 4, backend="addmm")
+    assert bench_step_products.loop_seconds(lambda: laid_out, inputs, out) > 0
     assert torch.allclose(out, inputs[-1] @ weight.t(), atol=1e-6)
+    out.zero_()
+    assert bench_step_products.loop_seconds(lambda: StepProduct(weight, 3, 4, backend="addmm"), inputs, out) > 0
+    assert torch.allclose(out, inputs[-1] @ weight.t(), atol=1e-6)
+    assert bench_step_products.parse_shapes("20:650,64:128") == [(20, 650), (64, 128)]
 
 
 def test_bench_word_stack_pass_computes_the_same_gradients_for_both_models():

@@ -425,9 +425,10 @@ def test_draw_kernel_picks_torchs_token_bit_for_bit(monkeypatch):
 
 
 @needs_kernels
-@pytest.mark.parametrize("shape", [(40, 24), (37, 50), (1, 5)])
+@pytest.mark.parametrize("shape", [(40, 24), (37, 50), (1, 5), (7, 9), (64, 128), (130, 67), (300, 260)])
 def test_contiguous_copies_transposed_views_exactly(shape):
-    """The tiled transpose (tiles of 16, with partial tiles at the edges) copies exactly what torch does."""
+    """The tiled transpose (64 x 64 tiles of 8 x 8 register blocks, partial tiles and blocks at the edges,
+    one thread or several) copies exactly what torch does."""
     matrix = torch.randn(shape)
     assert compiler.kernel_library() is not None
     for view in (matrix.t(), matrix, matrix[:, ::2], matrix.double().t()):

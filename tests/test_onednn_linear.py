@@ -10,6 +10,7 @@ from lmtrain.cells import GRULayer, LSTMLayer, onednn_linear
 from lmtrain.cells.onednn_linear import (
     input_gradient_on_onednn,
     input_projection,
+    laid_out_for_onednn,
     linear_on_onednn,
     onednn_available,
     projection_on_onednn,
@@ -39,8 +40,10 @@ def _rows_and_weight(rows: int, out_features: int, in_features: int, dtype=torch
 def test_linear_on_onednn_is_the_plain_product(rows, out_features, in_features):
     x, weight = _rows_and_weight(rows, out_features, in_features)
     bias = torch.randn(out_features)
-    assert_close(linear_on_onednn(x, weight, bias), torch.addmm(bias, x, weight.t()), rtol=1e-5, atol=1e-4)
-    assert_close(linear_on_onednn(x, weight), x @ weight.t(), rtol=1e-5, atol=1e-4)
+    laid_out = laid_out_for_onednn(weight, rows)
+    for form in (weight, laid_out, weight.t().contiguous().t()):  # plain, blocked, a transposed view
+        assert_close(linear_on_onednn(x, form, bias), torch.addmm(bias, x, weight.t()), rtol=1e-5, atol=1e-4)
+        assert_close(linear_on_onednn(x, form), x @ weight.t(), rtol=1e-5, atol=1e-4)
 
 
 @needs_onednn
@@ -52,15 +55,15 @@ def test_the_products_go_to_onednn_only_where_they_were_measured_to_pay():
         dz, weight = torch.empty(rows, out_features), torch.empty(out_features, in_features)
         return input_gradient_on_onednn(dz, weight)
 
-    assert projection(4096, 512, 128) and projection(700, 2600, 650) and projection(4096, 4096, 1024)
-    assert not projection(2048, 512, 128) and not projection(700, 1024, 256)
-    assert gradient(2048, 1024, 256) and gradient(1024, 2600, 650) and gradient(4096, 4096, 1024)
-    assert not gradient(4096, 512, 128)  # too few multiply-adds
-    assert not gradient(700, 2600, 650)  # the word model's 700 tokens: the layout costs more than it saves
+    assert projection(2048, 512, 128) and projection(700, 2600, 650) and projection(4096, 4096, 1024)
+    assert projection(700, 1024, 256)
+    assert not projection(1280, 512, 128)  # too few multiply-adds
+    assert gradient(700, 2600, 650) and gradient(640, 1024, 256) and gradient(4096, 4096, 1024)
+    assert not gradient(640, 512, 128)  # too few multiply-adds
     assert weight_gradients_on_onednn(torch.empty(700, 2600), 650)  # the word model's layer
-    assert weight_gradients_on_onednn(torch.empty(2240, 2600), 650)
-    assert not weight_gradients_on_onednn(torch.empty(4096, 4096), 1024)  # the copy of dz^T costs too much
-    assert not weight_gradients_on_onednn(torch.empty(700, 512), 128)  # too few multiply-adds
+    assert weight_gradients_on_onednn(torch.empty(4096, 4096), 1024)
+    assert not weight_gradients_on_onednn(torch.empty(4096, 1024), 256)  # too narrow
+    assert not weight_gradients_on_onednn(torch.empty(100, 2048), 512)  # too few multiply-adds
     float64 = torch.empty(4096, 4096, dtype=torch.float64), torch.empty(4096, 1024, dtype=torch.float64)
     assert not input_gradient_on_onednn(*float64) and not projection_on_onednn(float64[1], float64[0].t())
 
@@ -103,10 +106,8 @@ def test_a_window_on_onednn_matches_the_cell_loop(monkeypatch, layer_class):
     """With the rules' thresholds at zero, a small window's projection and dx (and the LSTM's weight
     gradients) run on oneDNN; its outputs and every gradient still match autograd through the layer's
     step-by-step `_cell` loop (`_run_cells`)."""
-    monkeypatch.setattr(onednn_linear, "PROJECTION_MIN_MULTIPLY_ADDS", 0)
-    monkeypatch.setattr(onednn_linear, "INPUT_GRADIENT_MIN_ROWS", 0)
-    monkeypatch.setattr(onednn_linear, "INPUT_GRADIENT_MIN_MULTIPLY_ADDS", 0)
-    monkeypatch.setattr(onednn_linear, "WEIGHT_GRADIENTS_MIN_MULTIPLY_ADDS", 0)
+    monkeypatch.setattr(onednn_linear, "MIN_MULTIPLY_ADDS", 0)
+    monkeypatch.setattr(onednn_linear, "WEIGHT_GRADIENTS_MIN_WIDTH", 0)
     torch.manual_seed(3)
     layer = layer_class(13, 20)
     x = torch.randn(6, 5, 13, requires_grad=True)

@@ -2,34 +2,34 @@
 
 A window multiplies all of its T*B rows by the input weight ``W_ax`` ``[G, K]`` twice: forward, the input
 projection ``z = b + x W_ax^T`` (``[N, K] x [K, G]``), and backward, the inputs' gradient ``dx = dz W_ax``
-(``[N, G] x [G, K]``). torch runs both on MKL. On the README's CPU in session 10 (an AMD EPYC with
-AVX-512) oneDNN, the library behind ``nn.LSTM``, multiplies faster: 190-220 GFLOP/s on a weight laid out
-in its blocked format, against MKL's 150-180 on the same shapes (asking MKL for AVX-512 code with
-``MKL_ENABLE_INSTRUCTIONS=AVX512`` changed nothing). On the AVX2 EPYC of earlier sessions the two were
-level (session 9: 20.2-22.7 ms against 16.9-23.6 at the word model's size), so oneDNN takes these products
-only on AVX-512 CPUs not made by Intel (``onednn_outpaces_mkl``; MKL's own AVX-512 code serves Intel's,
-unmeasured here). Laying the weight out costs a pass over it (and, for ``dx``, a transposed copy first), so
-oneDNN pays only on enough rows. Measured per product, the layout included, interleaved (2 threads, G =
-4H, K = H):
+(``[N, G] x [G, K]``); and the LSTM's weight gradients ``dz^T x`` and ``dz^T a<t-1>`` multiply over the
+same N rows. torch runs all of them on MKL. On the README's CPU since session 10 (an AMD EPYC with
+AVX-512) oneDNN, the library behind ``nn.LSTM``, multiplies faster: 190-220 GFLOP/s against MKL's 140-180
+on the same shapes (asking MKL for AVX-512 code with ``MKL_ENABLE_INSTRUCTIONS=AVX512`` changed nothing).
+On the AVX2 EPYC of earlier sessions the two were level (session 9: 20.2-22.7 ms against 16.9-23.6 at the
+word model's size), so oneDNN takes these products only on AVX-512 CPUs not made by Intel
+(``onednn_outpaces_mkl``; MKL's own AVX-512 code serves Intel's, unmeasured here).
 
-- the projection: 1.09-1.48x at N = 4,096 (H = 128 ... 1,024), 1.08-1.26x at H >= 512 and N >= 700;
-  0.80-0.93x at H <= 256 and N <= 1,536 (``PROJECTION_MIN_MULTIPLY_ADDS``);
-- the inputs' gradient: 1.16-1.46x at N = 4,096, 1.01-1.10x at H >= 512 and N = 1,024-1,280; 0.61-0.98x
-  at N <= 700 (``INPUT_GRADIENT_MIN_ROWS``, ``INPUT_GRADIENT_MIN_MULTIPLY_ADDS``).
+The weight goes to oneDNN as a plain contiguous matrix, which its matmul kernel (``brg_matmul``) packs
+block by block as it multiplies; a transposed view (``W_ax`` for ``dx``, x for the weight gradients) is
+copied first by ``lmtrain.kernels.layout``'s tiled transpose. Session 10 laid each weight out in
+oneDNN's blocked format first, a separate pass over it, as the per-step products must; session 11
+measured the plain weight 1.0-1.2x faster per product at N = 700 and level at N = 4,096, and with it
+oneDNN pays from fewer rows. Measured per product, interleaved, the copies included (session 11, 2
+threads, G = 4H, K = H, N = 640 ... 4,096):
 
-In one LSTM layer's training step (H = 650, B = 20, T = 35, and H = 1,024, B = 64, T = 64) the forward ran
-1.04x faster and the backward 1.03-1.04x.
-
-The LSTM's two weight gradients ``dz^T x`` and ``dz^T a<t-1>`` go to oneDNN too on windows of at most
-``WEIGHT_GRADIENTS_MAX_ROWS`` rows (``weight_gradients_on_onednn``). oneDNN takes the product's rows
-contiguous, so ``dz^T`` ``[G, N]`` is copied once for both, and each of x and a<t-1> is laid out as its
-weight. One LSTM layer's backward, alternating with MKL's products in one process: 1.06x at H = 650, B =
-20, T = 35 (the word model's layer), 1.04x at B = 64; the word model's two-layer stack 1.035x. At N = 4,096
-the copy of ``dz^T`` costs about what oneDNN saves (0.965x at H = 512, 0.99x at 1,024); the GRUs keep MKL.
+- the projection: 1.05-1.47x MKL's at 2^27 multiply-adds or more (``MIN_MULTIPLY_ADDS``); 0.95x at H =
+  128 and N = 1,024-1,280, below it;
+- the inputs' gradient: 1.03-1.80x from 2^27 (0.97x at H = 128, N = 640, below it); at the word model's
+  700 rows 1.16x;
+- one weight gradient, ``dz^T`` copied for it alone: 1.21-1.64x at K >= 512 and N <= 2,048, 0.96-1.27x at
+  N = 4,096; 0.74-1.08x at K <= 256 (``WEIGHT_GRADIENTS_MIN_WIDTH``). The LSTM copies ``dz^T`` once for
+  its two (``weight_gradients``); the GRUs keep MKL for theirs.
 
 Both products agree with torch's to float rounding; ``onednn_available`` checks once per process that the
-private operators exist and compute what ``addmm`` computes. ``laid_out_for_onednn`` and
-``linear_on_onednn`` also serve ``StepProduct``'s per-step products and the benchmarks' matmul peak.
+private operators exist and compute what ``addmm`` computes. ``laid_out_for_onednn`` (the blocked format,
+for a weight multiplied many times) and ``linear_on_onednn`` also serve ``StepProduct``'s per-step
+products and the benchmarks' matmul peak.
 """
 
 from __future__ import annotations
@@ -43,17 +43,13 @@ from torch import Tensor
 from lmtrain.kernels import fused_applies
 from lmtrain.kernels.layout import contiguous
 
-PROJECTION_MIN_MULTIPLY_ADDS = 1 << 28
-"""The projection goes to oneDNN from this many multiply-adds (N * G * K; 2^28 is N = 4,096 at H = 128)."""
+MIN_MULTIPLY_ADDS = 1 << 27
+"""The projection and the inputs' gradient go to oneDNN from this many multiply-adds (N * G * K; 2^27 is N =
+2,048 at H = 128, N = 512 at H = 256)."""
 
-INPUT_GRADIENT_MIN_ROWS = 1024
-INPUT_GRADIENT_MIN_MULTIPLY_ADDS = 1 << 29
-"""The inputs' gradient goes to oneDNN from this many rows and multiply-adds (2^29: N = 2,048 at H = 256)."""
-
-WEIGHT_GRADIENTS_MAX_ROWS = 2240
-WEIGHT_GRADIENTS_MIN_MULTIPLY_ADDS = 1 << 28
-"""The LSTM's weight gradients go to oneDNN up to this many rows (the most measured to gain: B = 64, T = 35)
-and from this many multiply-adds per product."""
+WEIGHT_GRADIENTS_MIN_WIDTH = 512
+"""The LSTM's weight gradients go to oneDNN for products at least this wide (K, the columns of the gradient)
+and of at least ``MIN_MULTIPLY_ADDS``."""
 
 
 @functools.cache
@@ -72,13 +68,15 @@ def onednn_available() -> bool:
     try:
         with torch.no_grad(), torch.autocast("cpu", enabled=False):
             packed = mkldnn._reorder_linear_weight(weight, 3)
-            product = mkldnn._linear_pointwise.binary(x, add, packed, None, "add")
-            plain = mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+            products = (
+                mkldnn._linear_pointwise.binary(x, add, packed, None, "add"),
+                mkldnn._linear_pointwise(x, packed, None, "none", [], ""),
+                mkldnn._linear_pointwise(x, weight, None, "none", [], ""),  # the weight as a plain matrix
+            )
     except RuntimeError:
         return False
-    return torch.allclose(product, torch.addmm(add, x, weight.t()), rtol=1e-4, atol=1e-4) and torch.allclose(
-        plain, x @ weight.t(), rtol=1e-4, atol=1e-4
-    )
+    expected = torch.addmm(add, x, weight.t()), x @ weight.t(), x @ weight.t()
+    return all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(products, expected, strict=True))
 
 
 def laid_out_for_onednn(weight: Tensor, rows: int) -> Tensor:
@@ -87,11 +85,12 @@ def laid_out_for_onednn(weight: Tensor, rows: int) -> Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(contiguous(weight), rows)
 
 
-def linear_on_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None, laid_out: bool = False) -> Tensor:
-    """``bias + x @ weight^T`` on oneDNN (fp32 CPU), the weight ``[N, K]`` laid out for ``x``'s rows first
-    unless ``laid_out`` says it already is (by ``laid_out_for_onednn``)."""
-    if not laid_out:
-        weight = laid_out_for_onednn(weight, x.shape[0])
+def linear_on_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``bias + x @ weight^T`` on oneDNN (fp32 CPU) for a weight ``[N, K]`` laid out by
+    ``laid_out_for_onednn`` or a plain one (a transposed view is copied contiguous first: oneDNN's kernel
+    for a strided weight is its slow reference code)."""
+    if weight.layout == torch.strided:
+        weight = contiguous(weight)
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")
 
 
@@ -120,7 +119,7 @@ def _onednn_applies(*tensors: Tensor) -> bool:
 def projection_on_onednn(x: Tensor, weight: Tensor) -> bool:
     """Whether ``x @ weight^T`` (``[N, K] x [K, G]``) is expected to run faster on oneDNN (see the rules)."""
     rows, (out_features, in_features) = x.shape[0], weight.shape
-    return rows * out_features * in_features >= PROJECTION_MIN_MULTIPLY_ADDS and _onednn_applies(x, weight)
+    return rows * out_features * in_features >= MIN_MULTIPLY_ADDS and _onednn_applies(x, weight)
 
 
 def input_projection(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -133,11 +132,7 @@ def input_projection(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 def input_gradient_on_onednn(dz: Tensor, weight: Tensor) -> bool:
     """Whether ``dz @ weight`` (``[N, G] x [G, K]``) is expected to run faster on oneDNN (see the rules)."""
     rows, (out_features, in_features) = dz.shape[0], weight.shape
-    return (
-        rows >= INPUT_GRADIENT_MIN_ROWS
-        and rows * out_features * in_features >= INPUT_GRADIENT_MIN_MULTIPLY_ADDS
-        and _onednn_applies(dz, weight)
-    )
+    return rows * out_features * in_features >= MIN_MULTIPLY_ADDS and _onednn_applies(dz, weight)
 
 
 def weight_gradients_on_onednn(dz: Tensor, in_features: int) -> bool:
@@ -145,8 +140,8 @@ def weight_gradients_on_onednn(dz: Tensor, in_features: int) -> bool:
     oneDNN, ``dz^T`` copied once for all of them (see the module's docstring)."""
     rows, out_features = dz.shape
     return (
-        rows <= WEIGHT_GRADIENTS_MAX_ROWS
-        and rows * out_features * in_features >= WEIGHT_GRADIENTS_MIN_MULTIPLY_ADDS
+        in_features >= WEIGHT_GRADIENTS_MIN_WIDTH
+        and rows * out_features * in_features >= MIN_MULTIPLY_ADDS
         and _onednn_applies(dz)
     )
 

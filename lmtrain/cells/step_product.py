@@ -84,6 +84,6 @@ class StepProduct:
             return out.copy_(self(x, add))
         if self.backend == "onednn":
             if add is None:
-                return linear_on_onednn(x, self.weight, laid_out=True)
+                return linear_on_onednn(x, self.weight)
             return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.weight, None, "add")
         return torch.mm(x, self.weight_t) if add is None else torch.addmm(add, x, self.weight_t)
