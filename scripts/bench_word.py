@@ -16,7 +16,10 @@ every repetition); the table shows median tokens/s and the median of the per-rep
 second row times the LSTM stack alone (embedding dropout, the 2 layers with dropout between; forward and
 backward from a fixed gradient), so that the whole step's ratio can be read apart from what the models'
 other parts contribute: both use the same embedding and decoder modules, but ours applies lmtrain's
-dropout (`lmtrain.dropout`, a faster mask on the CPU) where the reference applies torch's.
+dropout (`lmtrain.dropout`, a faster mask on the CPU) where the reference applies torch's. The decoder,
+shared, is lmtrain's `Linear` (`lmtrain.linear`: `nn.Linear` with its products on oneDNN where that was
+measured faster), so a third row times the whole step against the model as PyTorch's own word-language
+example builds it: the reference with a plain `nn.Linear` decoder (the same parameters).
 
 memory: the peak memory of one such training step at H = 1024, 2 layers, B = 64, T = 100, V = 10,000.
 Each model is measured in a fresh Python process (so one cannot reuse the other's freed memory). On
@@ -49,15 +52,19 @@ from lmtrain.model import RNNLanguageModel  # noqa: E402
 
 
 class NativeLanguageModel(nn.Module):
-    """``RNNLanguageModel``'s structure with one multi-layer ``nn.LSTM`` for the stack of layers."""
+    """``RNNLanguageModel``'s structure with one multi-layer ``nn.LSTM`` for the stack of layers; with
+    ``plain``, also a plain ``nn.Linear`` decoder (the same parameters), as PyTorch's own example has it."""
 
-    def __init__(self, ours: RNNLanguageModel, dropout: float) -> None:
+    def __init__(self, ours: RNNLanguageModel, dropout: float, plain: bool = False) -> None:
         super().__init__()
         self.embedding = ours.embedding
         self.lstm = stack_to_native(ours.layers)
         self.lstm.dropout = dropout  # torch's dropout between layers, as ours applies it
         self.dropout = nn.Dropout(dropout)
         self.decoder = ours.decoder
+        if plain:
+            self.decoder = nn.Linear(ours.decoder.in_features, ours.decoder.out_features)
+            self.decoder.weight, self.decoder.bias = ours.decoder.weight, ours.decoder.bias
 
     def language_model_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         y, _ = self.lstm(self.dropout(self.embedding(inputs)))  # [T, B, H]
@@ -66,10 +73,11 @@ class NativeLanguageModel(nn.Module):
 
 
 def make_model(kind: str, hidden: int, vocab: int, dropout: float, device: torch.device) -> nn.Module:
-    """Ours (``RNNLanguageModel``) or the reference (``NativeLanguageModel``), same weights for a seed."""
+    """``ours`` (``RNNLanguageModel``), ``torch`` (the reference, ``NativeLanguageModel``) or ``plain``
+    (the reference with ``nn.Linear`` as its decoder), same weights for a seed."""
     torch.manual_seed(0)
     ours = RNNLanguageModel(vocab, "lstm", hidden, hidden, 2, dropout=dropout).to(device)
-    return ours if kind == "ours" else NativeLanguageModel(ours, dropout).to(device)
+    return ours if kind == "ours" else NativeLanguageModel(ours, dropout, plain=kind == "plain").to(device)
 
 
 def loss_of(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -112,12 +120,15 @@ def speed(args: argparse.Namespace, device: torch.device) -> None:
     embedded = torch.randn(steps, batch_size, hidden, generator=generator).to(device).requires_grad_()
     upstream = torch.randn(steps, batch_size, hidden, generator=generator).to(device)
     whole, stack = {}, {}
-    for kind in ("ours", "torch"):
+    for kind in ("ours", "torch", "plain"):
         model = make_model(kind, hidden, vocab, 0.5, device).train()
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
         step = lambda model=model, optimizer=optimizer: train_step(model, optimizer, inputs, targets)  # noqa: E731
-        layers = lambda model=model: stack_pass(model, embedded, upstream)  # noqa: E731
-        whole[kind], stack[kind] = (calibrated(call, args.seconds, device) for call in (step, layers))
+        whole[kind] = calibrated(step, args.seconds, device)
+        if kind != "plain":  # the plain model's stack is the reference's
+            stack[kind] = calibrated(
+                lambda model=model: stack_pass(model, embedded, upstream), args.seconds, device
+            )
     # Matrix-product FLOPs per token: 2 layers of 4 gates over [H + H], the decoder; x 3 for training.
     stack_flops = 3 * 2 * 2 * 4 * hidden * 2 * hidden
     flops = stack_flops + 3 * 2 * hidden * vocab
@@ -126,11 +137,16 @@ def speed(args: argparse.Namespace, device: torch.device) -> None:
         f"word-level step: V={vocab:,}, 2 layers, E=H={hidden}, dropout 0.5, B={batch_size}, T={steps}; "
         f"{args.reps} interleaved repetitions, medians; matmul peak {peak / 1e9:.0f} GFLOP/s\n"
     )
-    print("| what | ours tok/s | nn.LSTM tok/s | ours / nn.LSTM (median, min-max) | ours % peak |")
+    print("| what | ours tok/s | reference tok/s | ours / reference (median, min-max) | ours % peak |")
     print("|---|---:|---:|---:|---:|")
     rows = (
         ("whole step: forward, backward, clip, SGD", whole, flops),
         ("the LSTM stack alone: forward + backward", stack, stack_flops),
+        (
+            "whole step against plain PyTorch (`nn.Linear` decoder)",
+            {"ours": whole["ours"], "torch": whole["plain"]},
+            flops,
+        ),
     )
     for label, calls, row_flops in rows:
         rates, ratios = interleaved(calls, args.reps, device, steps * batch_size)

@@ -77,7 +77,9 @@ def test_bench_step_products_times_a_loop_of_products():
     assert bench_step_products.loop_seconds(lambda: laid_out, inputs, out) > 0
     assert torch.allclose(out, inputs[-1] @ weight.t(), atol=1e-6)
     out.zero_()
-    assert bench_step_products.loop_seconds(lambda: StepProduct(weight, 3, 4, backend="addmm"), inputs, out) > 0
+    assert (
+        bench_step_products.loop_seconds(lambda: StepProduct(weight, 3, 4, backend="addmm"), inputs, out) > 0
+    )
     assert torch.allclose(out, inputs[-1] @ weight.t(), atol=1e-6)
     assert bench_step_products.parse_shapes("20:650,64:128") == [(20, 650), (64, 128)]
 
@@ -98,10 +100,25 @@ def test_bench_word_stack_pass_computes_the_same_gradients_for_both_models():
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)
 
 
-def test_bench_word_speed_prints_both_rows(capsys):
+def test_bench_word_speed_prints_its_three_rows(capsys):
     bench_word = _script("bench_word")
     args = bench_word.argparse.Namespace(hidden=8, bptt=3, batch=2, reps=1, seconds=0.001)
     bench_word.speed(args, torch.device("cpu"))
     out = capsys.readouterr().out
     assert "| whole step: forward, backward, clip, SGD |" in out
     assert "| the LSTM stack alone: forward + backward |" in out
+    assert "| whole step against plain PyTorch (`nn.Linear` decoder) |" in out
+
+
+def test_bench_words_plain_reference_is_the_same_model_with_nn_linear():
+    bench_word = _script("bench_word")
+    cpu = torch.device("cpu")
+    ours, plain = (bench_word.make_model(kind, 8, 12, 0.0, cpu) for kind in ("ours", "plain"))
+    assert type(plain.decoder) is torch.nn.Linear and torch.equal(plain.decoder.weight, ours.decoder.weight)
+    inputs, targets = bench_word.batch(12, 4, 2, cpu)
+    torch.testing.assert_close(
+        bench_word.loss_of(ours, inputs, targets),
+        bench_word.loss_of(plain, inputs, targets),
+        rtol=1e-5,
+        atol=1e-6,
+    )
