@@ -74,6 +74,10 @@ def test_step_product_writes_into_a_given_buffer(backend):
     product = StepProduct(weight, batch=6, backend=backend)
     assert product(x, add, out=buffer) is buffer
     assert_close(buffer, add + x @ weight.t(), rtol=1e-5, atol=1e-5)
+    buffer.fill_(float("nan"))
+    reused = product.reusing(x, buffer)  # the loops' form: oneDNN returns its own tensor, no copy
+    assert (reused is buffer) is (backend != "onednn")
+    assert_close(reused, x @ weight.t(), rtol=1e-5, atol=1e-5)
 
 
 @needs_panels

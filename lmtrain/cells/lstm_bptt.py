@@ -146,7 +146,7 @@ def _forward_loop_fused(
     a, c = a0, c0
     for z, c_t, a_t in zip(gates, cells, y, strict=True):  # [B, 4H], [B, H], [B, H]
         # the kernel adds the recurrent product to the input half in z and activates
-        kernels.forward(recurrent(a, out=product), z, c, c_t, a_t)
+        kernels.forward(recurrent.reusing(a, product), z, c, c_t, a_t)
         a, c = a_t, c_t
     return cells, y
 
@@ -231,7 +231,7 @@ def _backward_loop_fused(
     for t, (gates_t, c_prev, c_t, dz, dy) in reversed(list(enumerate(per_step))):
         kernels.backward(gates_t, c_prev, c_t, from_next_step, dy, grad_c, dz)  # dz<t>; grad_c <- dC<t-1>
         if t > 0:
-            recurrent(dz, out=from_next_step)  # [B, 4H] x [4H, H], into the buffer the kernel has read
+            from_next_step = recurrent.reusing(dz, from_next_step)  # [B, 4H] x [4H, H]; the kernel read it
     return grad_z
 
 

@@ -80,10 +80,20 @@ class StepProduct:
         consumes each product before the next reuses one buffer instead of allocating one per step)."""
         if self.backend == "panels":
             return self.panels(x, add, out)
-        if out is not None:
-            return out.copy_(self(x, add))
         if self.backend == "onednn":
             if add is None:
-                return linear_on_onednn(x, self.weight)
-            return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.weight, None, "add")
-        return torch.mm(x, self.weight_t) if add is None else torch.addmm(add, x, self.weight_t)
+                product = linear_on_onednn(x, self.weight)
+            else:
+                product = torch.ops.mkldnn._linear_pointwise.binary(x, add, self.weight, None, "add")
+            return product if out is None else out.copy_(product)
+        if add is None:
+            return torch.mm(x, self.weight_t, out=out)
+        return torch.addmm(add, x, self.weight_t, out=out)
+
+    def reusing(self, x: Tensor, buffer: Tensor) -> Tensor:
+        """``x @ weight^T``, written into ``buffer`` (as ``out``) by the backends that write where they are
+        told; oneDNN's returns a new tensor instead, which saves copying it (the loops' steps call this:
+        use the result, not ``buffer``)."""
+        if self.backend == "onednn":
+            return linear_on_onednn(x, self.weight)
+        return self(x, out=buffer)
