@@ -63,6 +63,7 @@ def test_the_products_go_to_onednn_only_where_they_were_measured_to_pay():
     assert weight_gradients_on_onednn(torch.empty(700, 2600), 650)  # the word model's layer
     assert weight_gradients_on_onednn(torch.empty(4096, 4096), 1024)
     assert not weight_gradients_on_onednn(torch.empty(4096, 1024), 256)  # too narrow
+    assert not weight_gradients_on_onednn(torch.empty(6400, 4096), 1024)  # the copy of dz^T: too much memory
     assert not weight_gradients_on_onednn(torch.empty(100, 2048), 512)  # too few multiply-adds
     float64 = torch.empty(4096, 4096, dtype=torch.float64), torch.empty(4096, 1024, dtype=torch.float64)
     assert not input_gradient_on_onednn(*float64) and not projection_on_onednn(float64[1], float64[0].t())

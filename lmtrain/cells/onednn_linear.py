@@ -48,8 +48,10 @@ MIN_MULTIPLY_ADDS = 1 << 27
 2,048 at H = 128, N = 512 at H = 256)."""
 
 WEIGHT_GRADIENTS_MIN_WIDTH = 512
+WEIGHT_GRADIENTS_MAX_ROWS = 4096
 """The LSTM's weight gradients go to oneDNN for products at least this wide (K, the columns of the gradient)
-and of at least ``MIN_MULTIPLY_ADDS``."""
+and of at least ``MIN_MULTIPLY_ADDS``, over at most this many rows: the copy of ``dz^T`` is as large as
+the window's gates (105 MB at H = 1,024 and 6,400 rows), memory MKL's product does without."""
 
 
 @functools.cache
@@ -141,6 +143,7 @@ def weight_gradients_on_onednn(dz: Tensor, in_features: int) -> bool:
     rows, out_features = dz.shape
     return (
         in_features >= WEIGHT_GRADIENTS_MIN_WIDTH
+        and rows <= WEIGHT_GRADIENTS_MAX_ROWS
         and rows * out_features * in_features >= MIN_MULTIPLY_ADDS
         and _onednn_applies(dz)
     )
