@@ -21,8 +21,8 @@ whole cache lines. Measured on the README's CPU, interleaved:
   included. At N = 700 the gain was within noise (0.96-1.13x), and for K = 100 the 12% more columns cost
   more than they saved (0.89-0.98x).
 - Since session 10 ``input_gradient`` runs on oneDNN instead where that is faster still
-  (``lmtrain.cells.onednn_linear``: 1.16-1.46x MKL's at N = 4,096); the padding serves the products it
-  leaves to MKL.
+  (``lmtrain.cells.onednn_linear``: 1.03-1.80x MKL's from 2^27 multiply-adds, session 11); the padding
+  serves the products it leaves to MKL (other CPUs, small products).
 """
 
 from __future__ import annotations
