@@ -47,9 +47,7 @@ class Linear(nn.Linear):
     def _onednn_pays(self, x: Tensor) -> bool:
         if min(self.weight.shape) < MIN_WIDTH or autocast_dtype(x.device.type) is not None:
             return False
-        if self.bias is not None and self.bias.dtype != self.weight.dtype:
-            return False
-        return projection_on_onednn(x.reshape(-1, self.in_features), self.weight)
+        return projection_on_onednn(x.reshape(-1, self.in_features), self.weight, self.bias)
 
 
 class _OneDNNLinear(torch.autograd.Function):

@@ -26,7 +26,7 @@ threads, G = 4H, K = H, N = 640 ... 4,096):
   N = 4,096; 0.74-1.08x at K <= 256 (``WEIGHT_GRADIENTS_MIN_WIDTH``). The LSTM copies ``dz^T`` once for
   its two (``weight_gradients``); the GRUs keep MKL for theirs.
 
-Both products agree with torch's to float rounding; ``onednn_available`` checks once per process that the
+Every product agrees with torch's to float rounding; ``onednn_available`` checks once per process that the
 private operators exist and compute what ``addmm`` computes. ``laid_out_for_onednn`` (the blocked format,
 for a weight multiplied many times) and ``linear_on_onednn`` also serve ``StepProduct``'s per-step
 products and the benchmarks' matmul peak.
@@ -118,15 +118,17 @@ def _onednn_applies(*tensors: Tensor) -> bool:
     return fused_applies(*tensors) and onednn_outpaces_mkl() and onednn_available()
 
 
-def projection_on_onednn(x: Tensor, weight: Tensor) -> bool:
-    """Whether ``x @ weight^T`` (``[N, K] x [K, G]``) is expected to run faster on oneDNN (see the rules)."""
+def projection_on_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> bool:
+    """Whether ``bias + x @ weight^T`` (``[N, K] x [K, G]``, the bias optional) is expected to run faster on
+    oneDNN (see the rules)."""
     rows, (out_features, in_features) = x.shape[0], weight.shape
-    return rows * out_features * in_features >= MIN_MULTIPLY_ADDS and _onednn_applies(x, weight)
+    tensors = (x, weight) if bias is None else (x, weight, bias)
+    return rows * out_features * in_features >= MIN_MULTIPLY_ADDS and _onednn_applies(*tensors)
 
 
 def input_projection(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """``bias + x @ weight^T`` for a window's rows ``x`` ``[N, K]`` and its input weight ``[G, K]``."""
-    if projection_on_onednn(x, weight) and fused_applies(bias):
+    if projection_on_onednn(x, weight, bias):
         return linear_on_onednn(x, weight, bias)
     return torch.addmm(bias, x, weight.t())
 

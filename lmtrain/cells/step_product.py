@@ -94,6 +94,4 @@ class StepProduct:
         """``x @ weight^T``, written into ``buffer`` (as ``out``) by the backends that write where they are
         told; oneDNN's returns a new tensor instead, which saves copying it (the loops' steps call this:
         use the result, not ``buffer``)."""
-        if self.backend == "onednn":
-            return linear_on_onednn(x, self.weight)
-        return self(x, out=buffer)
+        return self(x) if self.backend == "onednn" else self(x, out=buffer)
