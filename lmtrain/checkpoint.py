@@ -40,9 +40,9 @@ import torch
 
 from lmtrain import __version__
 from lmtrain.config import Config, config_from_dict
+from lmtrain.data.tokenizer import Tokenizer, tokenizer_from_dict
 from lmtrain.errors import CheckpointError, ConfigError
-from lmtrain.model import RNNLanguageModel
-from lmtrain.tokenizer import Tokenizer, tokenizer_from_dict
+from lmtrain.model.language_model import RNNLanguageModel
 
 FORMAT = "lmtrain-checkpoint"
 FORMAT_VERSION = 2

@@ -56,7 +56,7 @@ def main_options(
 ) -> None:
     """Options that apply to every command."""
     debug_mode["on"] = debug or os.environ.get("LMTRAIN_DEBUG", "") not in ("", "0")
-    from lmtrain.kernels.compiler import kernel_mode
+    from lmtrain.fast.kernels.compiler import kernel_mode
 
     with user_errors():
         kernel_mode()  # a bad LMTRAIN_KERNELS fails here, not in the middle of a run
@@ -70,7 +70,7 @@ def user_errors() -> Iterator[None]:
     except LmtrainError as error:
         if debug_mode["on"]:
             raise
-        from lmtrain.distributed import environment_rank
+        from lmtrain.training.distributed import environment_rank
 
         rank = environment_rank()
         if rank == 0:
@@ -128,9 +128,9 @@ def train(
     processes split each batch's streams between them and rank 0 writes the run directory.
     """
     from lmtrain.config import load_config
-    from lmtrain.distributed import environment_rank, environment_world, run_local_processes
-    from lmtrain.trainer import TrainingInterrupted
-    from lmtrain.trainer import train as run_training
+    from lmtrain.training.distributed import environment_rank, environment_world, run_local_processes
+    from lmtrain.training.trainer import TrainingInterrupted
+    from lmtrain.training.trainer import train as run_training
 
     with user_errors():
         if resume and overwrite:
@@ -176,7 +176,7 @@ def train(
 
 def check_nproc(nproc: int, train_config: TrainConfig) -> None:
     """Refuse an `--nproc N` that cannot work, before any process starts."""
-    from lmtrain.distributed import check_launch, environment_world, launched_by_torchrun
+    from lmtrain.training.distributed import check_launch, environment_world, launched_by_torchrun
 
     if launched_by_torchrun():
         raise ConfigError(
@@ -293,7 +293,7 @@ def sample(
     One sample streams out token by token; several are written one after another (one line each for
     word models that stop at <eos>, otherwise separated by a blank line).
     """
-    from lmtrain.sampling import (
+    from lmtrain.generation.sampling import (
         SamplingOptions,
         TextStream,
         check_sample_request,
@@ -344,7 +344,7 @@ app.add_typer(data_app, name="data")
 @data_app.command("list")
 def data_list() -> None:
     """List the named corpora, where they come from, and whether they are ready offline."""
-    from lmtrain.datasets import DATASETS, cache_dir, data_mirror, is_available
+    from lmtrain.data.datasets import DATASETS, cache_dir, data_mirror, is_available
 
     with user_errors():
         cache, mirror = cache_dir(), data_mirror()
@@ -367,7 +367,7 @@ def data_fetch(
     name: Annotated[str, typer.Argument(metavar="NAME", help="A corpus name from `lmtrain data list`.")],
 ) -> None:
     """Download NAME (or copy it from LMTRAIN_DATA_MIRROR) into the cache, verify it, prepare its splits."""
-    from lmtrain.datasets import cache_dir, data_mirror, fetch_dataset, get_dataset
+    from lmtrain.data.datasets import cache_dir, data_mirror, fetch_dataset, get_dataset
 
     with user_errors():
         paths = fetch_dataset(get_dataset(name), cache_dir(), data_mirror())
@@ -405,7 +405,7 @@ def score(
     after a line break. Compare texts of similar length by total log P. A bidirectional checkpoint also
     reports its backward model's score (right to left).
     """
-    from lmtrain.scoring import format_scores, read_inputs, score_texts, scores_to_dict
+    from lmtrain.generation.scoring import format_scores, read_inputs, score_texts, scores_to_dict
 
     with user_errors():
         if texts and file is not None:
@@ -452,7 +452,7 @@ def eval_command(
 
     A bidirectional checkpoint reports the mean of its two directions' losses, as the trainer does.
     """
-    from lmtrain.evaluation import evaluate_file, split_path
+    from lmtrain.training.evaluation import evaluate_file, split_path
 
     with user_errors():
         if (file is None) == (split is None):
@@ -531,8 +531,7 @@ def probe(
     number (no attractors) or the other number (attractors). A pair is correct when the grammatical
     verb is more probable after the shared prefix.
     """
-    from lmtrain.checkpoint import load_checkpoint, restore_model
-    from lmtrain.probe import (
+    from lmtrain.analysis.probe import (
         accuracy_figure,
         build_test_set,
         format_table,
@@ -542,6 +541,7 @@ def probe(
         probe_to_dict,
         run_probe,
     )
+    from lmtrain.checkpoint import load_checkpoint, restore_model
 
     with user_errors():
         chosen = parse_distances(distances)
@@ -581,7 +581,7 @@ def probe(
 
 def write_figure(figure, path: Path) -> None:
     """Write a canvas as a PNG file; an unwritable path is a ConfigError."""
-    from lmtrain.png import write_png
+    from lmtrain.analysis.png import write_png
 
     try:
         write_png(figure.pixels, path)
@@ -591,7 +591,7 @@ def write_figure(figure, path: Path) -> None:
 
 def log_probe(folder: Path, step: int, cells, figure) -> None:
     """The probe's plot (`probe/accuracy`) and one scalar per cell (`probe/d08_attractors`, ...)."""
-    from lmtrain.metrics import TensorBoardLogger
+    from lmtrain.training.metrics import TensorBoardLogger
 
     names = {None: "nothing_between", False: "no_attractors", True: "attractors"}
     try:

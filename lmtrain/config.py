@@ -80,7 +80,7 @@ class DataConfig(Section):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, name: str | None) -> str | None:
-        from lmtrain.datasets import DATASETS
+        from lmtrain.data.datasets import DATASETS
 
         if name is not None and name not in DATASETS:
             raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
@@ -184,11 +184,14 @@ class ModelConfig(Section):
     tie_weights: bool = Field(
         False, description="Share the embedding and decoder matrices (needs `embedding_size == hidden_size`)."
     )
-    impl: Literal["custom", "native"] = Field(
-        "custom",
-        description="What runs the recurrent layers: `custom`, lmtrain's own cells; `native`, torch's fused "
-        "`nn.RNN`/`nn.LSTM`/`nn.GRU` kernels (oneDNN, cuDNN) fed with the same parameters, for `rnn`, `lstm` "
-        "and `gru` with `gru_variant: cudnn`. Same function and checkpoints; faster on a GPU.",
+    impl: Literal["auto", "reference", "native", "fused", "custom"] = Field(
+        "auto",
+        description="Which backend runs the recurrent layers, all computing the same function from the same "
+        "parameters (checkpoints do not depend on it): `auto` picks per layer by the rule in "
+        "docs/performance.md; `reference`, the cell's own step loop in plain torch; `native`, torch's "
+        "`nn.RNN`/`nn.LSTM`/`nn.GRU` (oneDNN, cuDNN), for `rnn`, `lstm` and `gru` with `gru_variant: cudnn`; "
+        "`fused`, lmtrain's fast layer (hand-written backward, C kernels) where it has the cell. `custom` "
+        "is `fused`'s older name.",
     )
 
     @model_validator(mode="after")
@@ -217,7 +220,7 @@ class ModelConfig(Section):
             fix = "model.gru_variant 'cudnn' (nn.GRU's formulation) or " if self.cell == "gru" else ""
             problems.append(
                 f"model.impl 'native' runs torch's nn.RNN/nn.LSTM/nn.GRU kernels, and none computes {what}; "
-                f"use {fix}model.impl 'custom'"
+                f"use {fix}model.impl 'auto'"
             )
         if problems:
             raise ValueError("; ".join(problems))

@@ -9,7 +9,7 @@ whole models (embedding, recurrent layer, decoder) have the nearest number of tr
 for each model:
 
 - the agreement probe (`lmtrain probe`, on best.pt): accuracy by distance, with and without attractors;
-- the gradient flow g<t> = ‖∂L<T>/∂a<t>‖ (`lmtrain.grad_flow`), averaged over the first 10 validation
+- the gradient flow g<t> = ‖∂L<T>/∂a<t>‖ (`lmtrain.analysis.grad_flow`), averaged over the first 10 validation
   windows (32 streams, 35 steps, each from a zero state), before training and after.
 
 Writes one PNG with both charts side by side (`--figure`): accuracy pooled over the seeds with the
@@ -28,16 +28,11 @@ from pathlib import Path
 
 import torch
 
-from lmtrain.batching import batchify, get_batch
-from lmtrain.canvas import Canvas
-from lmtrain.charts import PALETTE, Axis, Series, decade_axis, line_chart
-from lmtrain.checkpoint import load_checkpoint, restore_model
-from lmtrain.config import Config, load_config
-from lmtrain.corpus import load_corpus
-from lmtrain.grad_flow import gradient_flow
-from lmtrain.model import RNNLanguageModel
-from lmtrain.png import write_png
-from lmtrain.probe import (
+from lmtrain.analysis.canvas import Canvas
+from lmtrain.analysis.charts import PALETTE, Axis, Series, decade_axis, line_chart
+from lmtrain.analysis.grad_flow import gradient_flow
+from lmtrain.analysis.png import write_png
+from lmtrain.analysis.probe import (
     ProbeCell,
     build_test_set,
     draw_accuracy_chart,
@@ -45,7 +40,12 @@ from lmtrain.probe import (
     model_scorer,
     run_probe,
 )
-from lmtrain.trainer import train
+from lmtrain.checkpoint import load_checkpoint, restore_model
+from lmtrain.config import Config, load_config
+from lmtrain.data.batching import batchify, get_batch
+from lmtrain.data.corpus import load_corpus
+from lmtrain.model import RNNLanguageModel
+from lmtrain.training.trainer import train
 
 ROOT = Path(__file__).resolve().parent.parent
 CELLS = ("rnn", "gru", "lstm")

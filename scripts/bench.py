@@ -7,7 +7,7 @@
 The setup is the issue's char model: V = 65 tokens, one layer, B = 64 sequences, T = 64 steps,
 ``embedding (V -> H) -> layer -> decoder (H -> V) -> cross-entropy``. One training step is the forward
 and backward pass of that model (no optimizer update, which is the same for both). Ours is
-``lmtrain.cells.LSTMLayer`` / ``GRULayer`` (the notes' formulation); the reference is ``nn.LSTM`` (with
+``lmtrain.model.cells.LSTMLayer`` / ``GRULayer`` (the notes' formulation); the reference is ``nn.LSTM`` (with
 the same weights, via ``to_native``) / ``nn.GRU`` (reset gate after the product: a different function of
 the same size, the fused module a user would otherwise pick).
 
@@ -41,8 +41,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lmtrain.cells import GRULayer, LSTMLayer  # noqa: E402
-from lmtrain.cells.onednn_linear import laid_out_for_onednn, linear_on_onednn, onednn_available  # noqa: E402
+from lmtrain.fast.onednn_linear import laid_out_for_onednn, linear_on_onednn, onednn_available  # noqa: E402
+from lmtrain.model.cells import GRULayer, LSTMLayer  # noqa: E402
 
 
 class CharModel(nn.Module):

@@ -7,8 +7,8 @@
 Five generators of the same randomly initialised model (speed does not depend on the weights), each
 drawing every token as `sampling.next_tokens` does, under `torch.inference_mode`:
 
-- `generate`: `lmtrain.sampling.generate`, the code behind `lmtrain sample`: for up to `FEW_STREAMS`
-  fp32 CPU streams the C kernels' loop on buffers made once (`lmtrain.token_loop`: one call per layer, one
+- `generate`: `sampling.generate`, the code behind `lmtrain sample`: for up to `FEW_STREAMS`
+  fp32 CPU streams the C kernels' loop on buffers made once (`fast.token_loop`: one call per layer, one
   for the decoder, one that samples), otherwise one `model.inference_step` per token (weights laid out
   once, no shape checks); the embedding folded into the first layer when the vocabulary is small.
 - `generate, bf16 weights`: the same on a copy of the model with its weights rounded to bfloat16
@@ -48,10 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import synchronize  # noqa: E402
 
-from lmtrain.cells import stack_to_native  # noqa: E402
-from lmtrain.model import RNNLanguageModel  # noqa: E402
-from lmtrain.sampling import SamplingOptions, generate, next_tokens  # noqa: E402
-from lmtrain.tokenizer import EOS, UNK, WordTokenizer  # noqa: E402
+from lmtrain.data.tokenizer import EOS, UNK, WordTokenizer  # noqa: E402
+from lmtrain.generation.sampling import SamplingOptions, generate, next_tokens  # noqa: E402
+from lmtrain.model.cells import stack_to_native  # noqa: E402
+from lmtrain.model.language_model import RNNLanguageModel  # noqa: E402
 
 
 @torch.inference_mode()

@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lmtrain.cells.step_product import StepProduct, onednn_available  # noqa: E402
-from lmtrain.kernels.panel_product import panel_product_available  # noqa: E402
+from lmtrain.fast.kernels.panel_product import panel_product_available  # noqa: E402
+from lmtrain.fast.step_product import StepProduct, onednn_available  # noqa: E402
 
 SHAPES = [(64, 128), (64, 256), (64, 512), (64, 1024), (20, 650)]  # (B, H)
 SHAPES_HELP = ",".join(f"{batch}:{hidden}" for batch, hidden in SHAPES)

@@ -26,7 +26,7 @@ MEASURE = r"""
 import json, resource, sys, time
 from pathlib import Path
 from lmtrain.config import DataConfig
-from lmtrain import corpus
+from lmtrain.data import corpus
 
 path, kind, cache = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 result = {"kind": kind}

@@ -56,7 +56,9 @@ def train(config: str, impl: str, steps: int, overrides: list[str], scratch: Pat
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--configs", nargs="+", default=SHIPPED, choices=SHIPPED)
     parser.add_argument("--impls", nargs="+", default=["auto", "reference", "native", "fused"])
     parser.add_argument("--steps", type=int, default=150, help="optimizer steps per run")

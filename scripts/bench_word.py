@@ -16,8 +16,8 @@ every repetition); the table shows median tokens/s and the median of the per-rep
 second row times the LSTM stack alone (embedding dropout, the 2 layers with dropout between; forward and
 backward from a fixed gradient), so that the whole step's ratio can be read apart from what the models'
 other parts contribute: both use the same embedding and decoder modules, but ours applies lmtrain's
-dropout (`lmtrain.dropout`, a faster mask on the CPU) where the reference applies torch's. The decoder,
-shared, is lmtrain's `Linear` (`lmtrain.linear`: `nn.Linear` with its products on oneDNN where that was
+dropout (`lmtrain.fast.dropout`, a faster mask on the CPU) where the reference applies torch's. The decoder,
+shared, is lmtrain's `Linear` (`lmtrain.fast.linear`: `nn.Linear` with its products on oneDNN where that was
 measured faster), so a third row times the whole step against the model as PyTorch's own word-language
 example builds it: the reference with a plain `nn.Linear` decoder (the same parameters).
 
@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import calibrated, interleaved, matmul_peak, synchronize  # noqa: E402
 
-from lmtrain.cells import stack_to_native  # noqa: E402
-from lmtrain.model import RNNLanguageModel  # noqa: E402
+from lmtrain.model.cells import stack_to_native  # noqa: E402
+from lmtrain.model.language_model import RNNLanguageModel  # noqa: E402
 
 
 class NativeLanguageModel(nn.Module):
@@ -87,7 +87,7 @@ def loss_of(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> to
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, inputs, targets) -> None:
-    """What ``lmtrain.trainer`` does per window: loss, backward, clip to norm 5, SGD update."""
+    """What ``lmtrain.training.trainer`` does per window: loss, backward, clip to norm 5, SGD update."""
     optimizer.zero_grad(set_to_none=True)
     loss_of(model, inputs, targets).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

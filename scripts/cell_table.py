@@ -3,13 +3,13 @@
     python scripts/cell_table.py
 
 Counts are for one layer with input size 128 (the embedding) and hidden size 256, built by
-`lmtrain.cells.build_layer`; the torch column counts the `torch.nn` module that `to_native()` returns.
+`lmtrain.model.cells.build_layer`; the torch column counts the `torch.nn` module that `to_native()` returns.
 `tests/test_cell_table.py` checks that the README holds exactly this output.
 """
 
 from __future__ import annotations
 
-from lmtrain.cells import build_layer
+from lmtrain.model.cells import build_layer
 
 INPUT_SIZE, HIDDEN_SIZE = 128, 256
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from lmtrain.agreement import generate_corpus
 from lmtrain.checkpoint import load_checkpoint
+from lmtrain.data.agreement import generate_corpus
 from lmtrain.errors import LmtrainError
 
 

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from lmtrain.agreement import generate_corpus  # noqa: E402
+from lmtrain.data.agreement import generate_corpus  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
@@ -95,7 +95,7 @@ def tiny_config_file(tiny_corpus: Path, tmp_path: Path):
 @pytest.fixture
 def step_product_backends(monkeypatch) -> list[str]:
     """The backend of every `StepProduct` made while the test runs, in order."""
-    from lmtrain.cells.step_product import StepProduct
+    from lmtrain.fast.step_product import StepProduct
 
     backends = []
     original_init = StepProduct.__init__
@@ -106,3 +106,16 @@ def step_product_backends(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(StepProduct, "__init__", recording_init)
     return backends
+
+
+def pytest_collection_modifyitems(config, items):
+    """With the fast layer off (`LMTRAIN_FAST=off`), the tests of the fast layer itself are skipped; every
+    other test runs, on the reference and native backends."""
+    from lmtrain.model.backends import fast_layer
+
+    if fast_layer():
+        return
+    skip = pytest.mark.skip(reason="tests lmtrain.fast itself, which LMTRAIN_FAST=off turns off")
+    for item in items:
+        if "fast" in item.keywords:
+            item.add_marker(skip)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lmtrain.agreement import (
+from lmtrain.data.agreement import (
     COPULAS,
     INTRANSITIVE_VERBS,
     NOUNS,

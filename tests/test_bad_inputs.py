@@ -132,7 +132,7 @@ CONFIG_CASES = [
         "native impl of a cell torch lacks",
         lambda f, c, k: ["train", config_file(f, c), "model.cell=esn", "model.impl=native"],
         2,
-        ("model.impl 'native'", "echo state network", "model.impl 'custom'"),
+        ("model.impl 'native'", "echo state network", "model.impl 'auto'"),
     ),
     Case(
         "all problems at once",

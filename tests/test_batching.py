@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from lmtrain.batching import TokenStreams, batchify, detach_state, get_batch, num_windows, window_starts
+from lmtrain.data.batching import TokenStreams, batchify, detach_state, get_batch, num_windows, window_starts
 
 # The docstring's picture: the stream 0..25 in B = 4 columns; tokens 24 and 25 are dropped.
 EXPECTED = torch.tensor(

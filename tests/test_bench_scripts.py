@@ -43,33 +43,9 @@ def test_bench_generate_counts_the_weights_a_step_reads():
     assert seconds > 0
 
 
-def test_bench_revisions_runs_the_working_tree_window_against_nn_lstm(tmp_path):
-    bench_revisions = _script("bench_revisions")
-    modules = {"WORKTREE": bench_revisions.window_module("WORKTREE", tmp_path)}
-    runs = bench_revisions.window_runs(modules, hidden=8, steps=3, batch=2)
-    assert list(runs) == ["WORKTREE", "nn.LSTM"]
-    for run in runs.values():
-        run()
-
-
-def test_bench_revisions_forces_the_named_product_backend(tmp_path, step_product_backends):
-    """`REV:BACKEND` runs that version with `StepProduct` forced to BACKEND, and restores the choice."""
-    bench_revisions = _script("bench_revisions")
-    from lmtrain.cells.step_product import StepProduct
-
-    chosen_before = StepProduct.__dict__["choose_backend"]
-    modules = {"WORKTREE:addmm": bench_revisions.window_module("WORKTREE", tmp_path)}
-    runs = bench_revisions.window_runs(modules, hidden=8, steps=3, batch=2)
-    runs["WORKTREE:addmm"]()
-    assert step_product_backends and set(step_product_backends) == {"addmm"}
-    assert StepProduct.__dict__["choose_backend"] is chosen_before
-    weight = torch.randn(4, 4)
-    assert StepProduct(weight, 2).backend == StepProduct.choose_backend(weight, False)  # still a staticmethod
-
-
 def test_bench_step_products_times_a_loop_of_products():
     bench_step_products = _script("bench_step_products")
-    from lmtrain.cells.step_product import StepProduct
+    from lmtrain.fast.step_product import StepProduct
 
     weight, inputs = torch.randn(12, 5), torch.randn(4, 3, 5)
     out = torch.empty(3, 12)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from lmtrain.cells import CELLS, CudnnGRULayer, ESNLayer, GRULayer, LSTMLayer, RNNLayer, build_layer
+from lmtrain.model.cells import CELLS, CudnnGRULayer, ESNLayer, GRULayer, LSTMLayer, RNNLayer, build_layer
 
 T, B, IN, H = 5, 2, 3, 4
 
@@ -37,7 +37,7 @@ def _random_state(layer, seed: int = 2) -> tuple[torch.Tensor, ...]:
 
 
 # Hand computations: one sample at a time, with the stacked W_a = [W_aa | W_ax] acting on [a<t-1>, x<t>]
-# exactly as the notes write it, and no code from lmtrain.cells.
+# exactly as the notes write it, and no code from lmtrain.model.cells.
 
 
 def _rnn_by_hand(layer, x, a0, g):
@@ -406,7 +406,7 @@ def test_build_layer_unknown_names_list_the_choices():
 @pytest.mark.parametrize("loss_of", ["y", "final_c", "final_a"])
 def test_hand_written_backward_equals_autograd_through_the_cell_loop(kind, steps, loss_of):
     """The lstm's and both GRUs' `forward` run a hand-written backward (`lstm_bptt`, `gru_bptt`); it must
-    give the gradients autograd gives through the step-by-step `_cell` loop (`_run_cells`), also for a
+    give the gradients autograd gives through the step-by-step `_cell` loop (`_run_reference`), also for a
     one-step window and for a loss that reads only one part of the output."""
     layer = _layer(kind)
     with torch.no_grad():  # non-trivial values for every parameter (the cudnn GRU's b_ca included)
@@ -415,7 +415,7 @@ def test_hand_written_backward_equals_autograd_through_the_cell_loop(kind, steps
     x = _input()[:steps].requires_grad_()
     state = tuple(s.requires_grad_() for s in _random_state(layer))
     results = []
-    for run in (layer._run_window, layer._run_cells):
+    for run in (layer._run_fused, layer._run_reference):
         layer.zero_grad()
         y, final = run(x, state)
         picked = {"y": y, "final_a": final[0], "final_c": final[-1]}[loss_of]

@@ -16,9 +16,9 @@ from lmtrain.checkpoint import (
     save_checkpoint,
 )
 from lmtrain.config import ModelConfig, config_from_dict
+from lmtrain.data.tokenizer import WordTokenizer
 from lmtrain.errors import CheckpointError
 from lmtrain.model import RNNLanguageModel
-from lmtrain.tokenizer import WordTokenizer
 
 MODEL = {"cell": "lstm", "embedding_size": 4, "hidden_size": 5, "num_layers": 2, "dropout": 0.0}
 

@@ -56,7 +56,7 @@ def test_minimal_config_loads_with_defaults(minimal):
         "initial_state_scale": 0.1,
         "bidirectional": False,
         "tie_weights": False,
-        "impl": "custom",
+        "impl": "auto",
     }
     assert config.train.model_dump() == {
         "batch_size": 32,

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from lmtrain import corpus as corpus_module
 from lmtrain.config import DataConfig
-from lmtrain.corpus import load_corpus, read_text, unigram_perplexity
+from lmtrain.data import corpus as corpus_module
+from lmtrain.data.corpus import load_corpus, read_text, unigram_perplexity
+from lmtrain.data.tokenizer import CharTokenizer, WordTokenizer
 from lmtrain.errors import DataError
-from lmtrain.tokenizer import CharTokenizer, WordTokenizer
 
 
 def _files(tmp_path: Path, train: str, valid: str, test: str | None = None) -> dict:

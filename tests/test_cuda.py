@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from lmtrain.cells import build_layer
 from lmtrain.checkpoint import load_checkpoint, restore_model
 from lmtrain.config import config_from_dict
-from lmtrain.trainer import train
+from lmtrain.model.cells import build_layer
+from lmtrain.training.trainer import train
 from tests.conftest import tiny_config_dict
 from tests.test_cells import KINDS
 from tests.test_cli import invoke

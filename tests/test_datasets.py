@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from lmtrain import corpus, datasets
 from lmtrain.config import DataConfig
-from lmtrain.corpus import load_corpus
-from lmtrain.datasets import Dataset, Download, fetch_dataset, fetch_file
+from lmtrain.data import corpus, datasets
+from lmtrain.data.corpus import load_corpus
+from lmtrain.data.datasets import Dataset, Download, fetch_dataset, fetch_file
 from lmtrain.errors import ConfigError, DataError
 from tests.conftest import SHARED_DATA, needs_shared_data
 

@@ -1,7 +1,7 @@
 """Data-parallel training (issue 7): two CPU processes with gloo train what one process trains.
 
 The training runs fork two processes with `torch.multiprocessing` that join one gloo group on
-localhost; `lmtrain.trainer.train` then uses that group. One test runs the real command line,
+localhost; `lmtrain.training.trainer.train` then uses that group. One test runs the real command line,
 `lmtrain train --nproc 2`, which starts the processes through torchrun's launcher.
 """
 
@@ -23,10 +23,10 @@ import torch.multiprocessing as mp
 
 from lmtrain.checkpoint import load_checkpoint, restore_model
 from lmtrain.config import config_from_dict
-from lmtrain.distributed import DataParallel, check_launch, data_parallel
 from lmtrain.errors import ConfigError, DataError, LmtrainError
-from lmtrain.sampling import sample_text
-from lmtrain.trainer import train
+from lmtrain.generation.sampling import sample_text
+from lmtrain.training.distributed import DataParallel, check_launch, data_parallel
+from lmtrain.training.trainer import train
 from tests.conftest import tiny_config_dict
 from tests.test_trainer import RecordingLogger, run_training
 

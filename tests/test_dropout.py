@@ -1,4 +1,4 @@
-"""lmtrain.dropout.Dropout computes nn.Dropout's function, with its own mask on the CPU."""
+"""lmtrain.fast.dropout.Dropout computes nn.Dropout's function, with its own mask on the CPU."""
 
 import math
 
@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from lmtrain.dropout import Dropout, dropout_mask
+from lmtrain.fast.dropout import Dropout, dropout_mask
 from lmtrain.model import RNNLanguageModel
+
+pytestmark = pytest.mark.fast  # tests of lmtrain.fast itself: skipped with LMTRAIN_FAST=off
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])

@@ -7,10 +7,13 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from lmtrain.cells import build_layer, step_product
-from lmtrain.cells.panels import ColumnPanels, panel_count
-from lmtrain.cells.step_product import LAYOUT_MIN_STEPS, ONEDNN_MIN_WIDTH, StepProduct, onednn_available
-from lmtrain.kernels.panel_product import PanelWeight, panel_product_available, panel_product_pays
+from lmtrain.fast import step_product
+from lmtrain.fast.kernels.panel_product import PanelWeight, panel_product_available, panel_product_pays
+from lmtrain.fast.panels import ColumnPanels, panel_count
+from lmtrain.fast.step_product import LAYOUT_MIN_STEPS, ONEDNN_MIN_WIDTH, StepProduct, onednn_available
+from lmtrain.model.cells import build_layer
+
+pytestmark = pytest.mark.fast  # tests of lmtrain.fast itself: skipped with LMTRAIN_FAST=off
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN linear operators")
 
@@ -148,7 +151,7 @@ def test_the_panels_are_chosen_only_where_they_were_measured_to_pay(monkeypatch)
     """The panel product beats torch's kernels when built with OpenMP and AVX2 (not the portable one-thread
     build) and when each thread gets at least 8 panels of 16 rows; on an AVX-512 CPU it beats MKL's addmm
     but not oneDNN, so there it takes only the products oneDNN would not."""
-    from lmtrain.kernels import panel_product
+    from lmtrain.fast.kernels import panel_product
 
     kernels = panel_product._kernels()
     monkeypatch.setattr(kernels, "tuned", panel_product.AVX2)
@@ -165,7 +168,7 @@ def test_the_panels_are_chosen_only_where_they_were_measured_to_pay(monkeypatch)
 
 @needs_panels
 def test_on_an_avx512_cpu_the_panels_take_the_products_too_narrow_for_onednn(monkeypatch):
-    from lmtrain.kernels import panel_product
+    from lmtrain.fast.kernels import panel_product
 
     monkeypatch.setattr(panel_product._kernels(), "tuned", panel_product.AVX512)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
@@ -202,7 +205,7 @@ def test_windows_on_laid_out_weights_equal_the_cell_loop(kind, backend, monkeypa
     x = torch.randn(LAYOUT_MIN_STEPS, 2, 16, requires_grad=True)
     state = tuple(torch.randn(2, 512, requires_grad=True) for _ in range(layer.num_states))
     results = []
-    for run in (layer._run_window, layer._run_cells):
+    for run in (layer._run_fused, layer._run_reference):
         y, final = run(x, state)
         loss = (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum() + final[-1].sum()
         results.append((y, final, torch.autograd.grad(loss, (x, *state, *layer.parameters()))))

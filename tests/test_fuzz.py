@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lmtrain.config import load_config
+from lmtrain.data.tokenizer import CharTokenizer, WordTokenizer
 from lmtrain.errors import LmtrainError
-from lmtrain.tokenizer import CharTokenizer, WordTokenizer
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from lmtrain.grad_flow import gradient_flow, profile_image
+from lmtrain.analysis.grad_flow import gradient_flow, profile_image
 from lmtrain.model import RNNLanguageModel
 
 

@@ -1,4 +1,4 @@
-"""The two products of a linear map's backward (`lmtrain.cells.weight_gradient`): each layout it picks for
+"""The two products of a linear map's backward (`lmtrain.fast.weight_gradient`): each layout it picks for
 MKL's sake computes the plain product, and the windows that use them still match torch's modules."""
 
 import pytest
@@ -6,8 +6,7 @@ import torch
 from torch.testing import assert_close
 from window_reference import assert_window_matches_cell_loop
 
-from lmtrain.cells import GRULayer, LSTMLayer
-from lmtrain.cells.weight_gradient import (
+from lmtrain.fast.weight_gradient import (
     input_gradient,
     padded_width,
     padding_pays,
@@ -15,6 +14,9 @@ from lmtrain.cells.weight_gradient import (
     weight_gradient,
     with_zero_columns,
 )
+from lmtrain.model.cells import GRULayer, LSTMLayer
+
+pytestmark = pytest.mark.fast  # tests of lmtrain.fast itself: skipped with LMTRAIN_FAST=off
 
 
 @pytest.mark.parametrize("in_features, out_features", [(32, 64), (24, 40), (650, 40), (30, 48)])
@@ -82,7 +84,7 @@ def test_input_gradient_leaves_other_dtypes_to_torch():
 @pytest.mark.parametrize("layer_class", [LSTMLayer, GRULayer])
 def test_a_window_whose_products_are_padded_matches_the_cell_loop(layer_class):
     """T * B = 1,024 rows of E = 330 inputs: the fused window's dx and dW_ax go through the padded products;
-    the reference is autograd through the layer's step-by-step `_cell` loop (`_run_cells`)."""
+    the reference is autograd through the layer's step-by-step `_cell` loop (`_run_reference`)."""
     torch.manual_seed(2)
     layer = layer_class(330, 16)
     x = torch.randn(8, 128, 330, requires_grad=True)

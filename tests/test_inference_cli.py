@@ -14,9 +14,9 @@ import torch
 import lmtrain.cli
 from lmtrain.checkpoint import load_checkpoint, make_checkpoint, restore_model, save_checkpoint
 from lmtrain.config import config_from_dict
-from lmtrain.corpus import load_corpus
+from lmtrain.data.corpus import load_corpus
 from lmtrain.model import RNNLanguageModel
-from lmtrain.trainer import train
+from lmtrain.training.trainer import train
 from tests.conftest import tiny_config_dict
 from tests.test_cli import assert_one_line_error, invoke
 

@@ -1,4 +1,4 @@
-"""The C kernels (`lmtrain.kernels`): the fused LSTM window must compute what the torch window and
+"""The C kernels (`lmtrain.fast.kernels`): the fused LSTM window must compute what the torch window and
 `nn.LSTM` compute, the generation kernels what the checked step and `sampling.draw` compute, and the
 build must fall back, warn or fail as `LMTRAIN_KERNELS` says."""
 
@@ -13,21 +13,25 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from lmtrain import sampling
-from lmtrain.cells import base as cells_base
-from lmtrain.cells import build_layer, gru_bptt, lstm_bptt
-from lmtrain.cells.panels import generation_linear
 from lmtrain.errors import LmtrainError
-from lmtrain.kernels import compiler, layout
-from lmtrain.kernels.generate import FEW_STREAMS, GenerationKernels, generation_kernels
-from lmtrain.kernels.gru import gru_step_kernels
-from lmtrain.kernels.layout import contiguous
-from lmtrain.kernels.lstm import LSTMStepKernels, lstm_step_kernels
+from lmtrain.fast import generation as fast_generation
+from lmtrain.fast import gru_window as gru_bptt
+from lmtrain.fast import lstm_window as lstm_bptt
+from lmtrain.fast.kernels import compiler, layout
+from lmtrain.fast.kernels.generate import FEW_STREAMS, GenerationKernels, generation_kernels
+from lmtrain.fast.kernels.gru import gru_step_kernels
+from lmtrain.fast.kernels.layout import contiguous
+from lmtrain.fast.kernels.lstm import LSTMStepKernels, lstm_step_kernels
+from lmtrain.fast.panels import generation_linear
+from lmtrain.generation import sampling
 from lmtrain.model import RNNLanguageModel
+from lmtrain.model.cells import build_layer
 
 needs_kernels = pytest.mark.skipif(
     compiler.find_compiler() is None, reason="no C compiler here: the kernels cannot be built"
 )
+
+pytestmark = pytest.mark.fast  # tests of lmtrain.fast itself: skipped with LMTRAIN_FAST=off
 
 
 @pytest.fixture
@@ -59,7 +63,7 @@ def window_results(layer, x, state, fused: bool, monkeypatch) -> list[torch.Tens
         monkeypatch.setattr(lstm_bptt, "lstm_step_kernels", lambda: None)
     for tensor in (x, *state, *layer.parameters()):
         tensor.grad = None
-    y, (a, c) = layer._run_window(x, state)
+    y, (a, c) = layer._run_fused(x, state)
     generator = torch.Generator().manual_seed(5)
     loss = (y * torch.randn(y.shape, generator=generator)).sum() + (c * c).sum()
     loss.backward()
@@ -97,7 +101,7 @@ def test_fused_gru_window_equals_the_torch_window(hidden, batch, steps, monkeypa
         monkeypatch.setattr(gru_bptt, "gru_step_kernels", lambda kernels=kernels: kernels)
         for tensor in (x, c0, *layer.parameters()):
             tensor.grad = None
-        y, _ = layer._run_window(x, state)
+        y, _ = layer._run_fused(x, state)
         ((y * weights).sum() + (y[-1] ** 2).sum()).backward()
         results.append([y, x.grad, c0.grad, *(p.grad for p in layer.parameters())])
     for got, expected in zip(*results, strict=True):
@@ -166,7 +170,7 @@ def test_build_is_cached_per_source_compiler_and_cpu(fresh_kernels, monkeypatch)
 def test_a_damaged_cached_library_is_rebuilt(tmp_path):
     """A cache entry that will not load (a truncated file, say) is built again, not kept failing. In a
     fresh process: this one already has the library loaded under that name."""
-    code = "from lmtrain.kernels.lstm import lstm_step_kernels; assert lstm_step_kernels() is not None"
+    code = "from lmtrain.fast.kernels.lstm import lstm_step_kernels; assert lstm_step_kernels() is not None"
     env = {**os.environ, "LMTRAIN_CACHE": str(tmp_path), "LMTRAIN_KERNELS": "fused"}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
     (library,) = (tmp_path / "kernels").glob("*.so")
@@ -228,7 +232,7 @@ def test_a_compiler_without_native_flags_gets_the_portable_build(fresh_kernels, 
 @needs_kernels
 def test_concurrent_first_builds_all_load(tmp_path):
     """torchrun starts every rank at once; each builds into its own file and renames it into place."""
-    code = "from lmtrain.kernels.lstm import lstm_step_kernels; assert lstm_step_kernels() is not None"
+    code = "from lmtrain.fast.kernels.lstm import lstm_step_kernels; assert lstm_step_kernels() is not None"
     env = {**os.environ, "LMTRAIN_CACHE": str(tmp_path)}
     runs = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(3)]
     assert [run.wait(timeout=120) for run in runs] == [0, 0, 0]
@@ -396,7 +400,7 @@ def test_model_inference_step_matches_model_step_on_both_paths(cell, monkeypatch
             logits, generation_state = fused(token, generation_state)
             expected, checked_state = model.step(token, checked_state)
             assert_close(logits, expected, rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(cells_base, "generation_kernels", lambda: None)
+    monkeypatch.setattr(fast_generation, "generation_kernels", lambda: None)
     with torch.inference_mode():
         state = model.initial_state(2)
         logits, _ = model.inference_step()(tokens[0], state)
@@ -416,7 +420,7 @@ def test_draw_kernel_picks_torchs_token_bit_for_bit(monkeypatch):
         probs = logits.softmax(dim=-1)
         seed = int(torch.randint(0, 2**31, (1,)))
         drawn = sampling.draw(probs, torch.Generator().manual_seed(seed))
-        monkeypatch.setattr(sampling, "generation_kernels", lambda: None)
+        monkeypatch.setattr(fast_generation, "generation_kernels", lambda: None)
         expected = sampling.draw(probs, torch.Generator().manual_seed(seed))
         monkeypatch.undo()
         assert torch.equal(drawn, expected)

@@ -1,4 +1,4 @@
-"""The decoder's `Linear` (`lmtrain.linear`): `nn.Linear`'s results, parameters and state dict, with its
+"""The decoder's `Linear` (`lmtrain.fast.linear`): `nn.Linear`'s results, parameters and state dict, with its
 products on oneDNN where the rules say so and on `nn.Linear`'s own path everywhere else."""
 
 import pytest
@@ -6,10 +6,12 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from lmtrain.cells import onednn_linear
-from lmtrain.cells.onednn_linear import onednn_available
-from lmtrain.linear import Linear
+from lmtrain.fast import onednn_linear
+from lmtrain.fast.linear import Linear
+from lmtrain.fast.onednn_linear import onednn_available
 from lmtrain.model import RNNLanguageModel
+
+pytestmark = pytest.mark.fast  # tests of lmtrain.fast itself: skipped with LMTRAIN_FAST=off
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN linear operators")
 
@@ -20,7 +22,7 @@ def onednn_everywhere(monkeypatch):
     monkeypatch.setattr(onednn_linear, "onednn_outpaces_mkl", lambda: True)
     monkeypatch.setattr(onednn_linear, "MIN_MULTIPLY_ADDS", 0)
     monkeypatch.setattr(onednn_linear, "WEIGHT_GRADIENTS_MIN_WIDTH", 0)
-    monkeypatch.setattr("lmtrain.linear.MIN_WIDTH", 0)
+    monkeypatch.setattr("lmtrain.fast.linear.MIN_WIDTH", 0)
 
 
 def _pair(in_features: int, out_features: int, bias: bool = True) -> tuple[nn.Linear, Linear]:
@@ -74,7 +76,7 @@ def test_narrow_float64_and_autocast_stay_on_nn_linear(onednn_everywhere, monkey
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not ours._onednn_pays(torch.randn(4, 24))
         assert ours(torch.randn(4, 24)).dtype == torch.bfloat16
-    monkeypatch.setattr("lmtrain.linear.MIN_WIDTH", 256)  # the real rule: a character model's V = 65
+    monkeypatch.setattr("lmtrain.fast.linear.MIN_WIDTH", 256)  # the real rule: a character model's V = 65
     assert not Linear(512, 65)._onednn_pays(torch.randn(4096, 512))
 
 

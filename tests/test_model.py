@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from lmtrain.batching import batchify, get_batch
 from lmtrain.checkpoint import load_checkpoint, make_checkpoint, restore_model, save_checkpoint
 from lmtrain.config import DataConfig, ModelConfig, config_from_dict
-from lmtrain.corpus import load_corpus
+from lmtrain.data.batching import batchify, get_batch
+from lmtrain.data.corpus import load_corpus
+from lmtrain.data.tokenizer import WordTokenizer
 from lmtrain.errors import ConfigError
+from lmtrain.generation.sampling import sample_text
 from lmtrain.model import RNNLanguageModel
-from lmtrain.sampling import sample_text
-from lmtrain.tokenizer import WordTokenizer
 
 V, T, B = 11, 7, 2
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from lmtrain.cells import (
+from lmtrain.model.cells import (
     CudnnGRULayer,
     ESNLayer,
     GRULayer,

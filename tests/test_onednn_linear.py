@@ -1,4 +1,4 @@
-"""The windows' large products on oneDNN (`lmtrain.cells.onednn_linear`): the same products as torch's, chosen
+"""The windows' large products on oneDNN (`lmtrain.fast.onednn_linear`): the same products as torch's, chosen
 where they were measured to pay, and the LSTM and GRU windows that use them still match their cell loops."""
 
 import pytest
@@ -6,8 +6,8 @@ import torch
 from torch.testing import assert_close
 from window_reference import assert_window_matches_cell_loop
 
-from lmtrain.cells import GRULayer, LSTMLayer, onednn_linear
-from lmtrain.cells.onednn_linear import (
+from lmtrain.fast import onednn_linear
+from lmtrain.fast.onednn_linear import (
     input_gradient_on_onednn,
     input_projection,
     laid_out_for_onednn,
@@ -17,7 +17,10 @@ from lmtrain.cells.onednn_linear import (
     weight_gradients,
     weight_gradients_on_onednn,
 )
-from lmtrain.cells.weight_gradient import input_gradient
+from lmtrain.fast.weight_gradient import input_gradient
+from lmtrain.model.cells import GRULayer, LSTMLayer
+
+pytestmark = pytest.mark.fast  # tests of lmtrain.fast itself: skipped with LMTRAIN_FAST=off
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN linear operators")
 
@@ -106,7 +109,7 @@ def test_input_gradient_on_onednn_is_the_plain_product():
 def test_a_window_on_onednn_matches_the_cell_loop(monkeypatch, layer_class):
     """With the rules' thresholds at zero, a small window's projection and dx (and the LSTM's weight
     gradients) run on oneDNN; its outputs and every gradient still match autograd through the layer's
-    step-by-step `_cell` loop (`_run_cells`)."""
+    step-by-step `_cell` loop (`_run_reference`)."""
     monkeypatch.setattr(onednn_linear, "MIN_MULTIPLY_ADDS", 0)
     monkeypatch.setattr(onednn_linear, "WEIGHT_GRADIENTS_MIN_WIDTH", 0)
     torch.manual_seed(3)

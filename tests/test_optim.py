@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-import lmtrain.trainer as trainer_module
+import lmtrain.training.trainer as trainer_module
 from lmtrain.checkpoint import load_checkpoint
 from lmtrain.config import ClipConfig, ScheduleConfig
-from lmtrain.optim import LearningRateSchedule, clip_gradients
-from lmtrain.trainer import Evaluation
+from lmtrain.training.optim import LearningRateSchedule, clip_gradients
+from lmtrain.training.trainer import Evaluation
 from tests.conftest import tiny_config_dict
 from tests.test_trainer import run_training
 

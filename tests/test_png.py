@@ -9,8 +9,8 @@ import zlib
 import pytest
 import torch
 
-from lmtrain.canvas import Canvas, text_width
-from lmtrain.png import SIGNATURE, encode_png
+from lmtrain.analysis.canvas import Canvas, text_width
+from lmtrain.analysis.png import SIGNATURE, encode_png
 
 
 def read_chunks(data: bytes) -> list[tuple[bytes, bytes]]:

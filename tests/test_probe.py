@@ -13,10 +13,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from lmtrain.agreement import ProbePair, agreement_test_set, vocabulary, word_number
-from lmtrain.cli import app
-from lmtrain.errors import ConfigError
-from lmtrain.probe import (
+from lmtrain.analysis.probe import (
     ProbeCell,
     accuracy_figure,
     build_test_set,
@@ -27,7 +24,10 @@ from lmtrain.probe import (
     probe_to_dict,
     run_probe,
 )
-from lmtrain.tokenizer import CharTokenizer, WordTokenizer
+from lmtrain.cli import app
+from lmtrain.data.agreement import ProbePair, agreement_test_set, vocabulary, word_number
+from lmtrain.data.tokenizer import CharTokenizer, WordTokenizer
+from lmtrain.errors import ConfigError
 from tests.conftest import tiny_config_dict
 from tests.test_png import decode
 from tests.test_sampling import WORDS, random_model

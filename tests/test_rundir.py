@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from lmtrain.errors import RunDirectoryError
-from lmtrain.rundir import RunDirectory, process_alive
+from lmtrain.training.rundir import RunDirectory, process_alive
 
 
 def _finished_pid() -> int:

@@ -13,9 +13,9 @@ from collections import Counter
 import pytest
 import torch
 
+from lmtrain.data.tokenizer import EOS, UNK, CharTokenizer, WordTokenizer
 from lmtrain.errors import ConfigError
-from lmtrain.model import RNNLanguageModel
-from lmtrain.sampling import (
+from lmtrain.generation.sampling import (
     SamplingOptions,
     check_sample_request,
     draw,
@@ -25,7 +25,7 @@ from lmtrain.sampling import (
     render,
     restrict_logits,
 )
-from lmtrain.tokenizer import EOS, UNK, CharTokenizer, WordTokenizer
+from lmtrain.model import RNNLanguageModel
 
 WORDS = WordTokenizer([UNK, EOS, "a", "b", "c", "d", "e", "f"])  # ids 0..7
 CHARS = CharTokenizer.build("ab c\n")
@@ -276,7 +276,7 @@ def test_draw_never_returns_a_token_of_probability_zero():
 def test_a_short_context_read_by_steps_equals_one_window(cell):
     """Up to STEPPED_CONTEXT tokens are read by the generation step, longer contexts as one window: both
     give the logits and state of the window, for the same context."""
-    from lmtrain.sampling import STEPPED_CONTEXT, read_context
+    from lmtrain.generation.sampling import STEPPED_CONTEXT, read_context
 
     torch.manual_seed(0)
     model = RNNLanguageModel(vocab_size=9, cell=cell, embedding_size=6, hidden_size=8, num_layers=2).eval()

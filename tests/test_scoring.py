@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from lmtrain.data.tokenizer import EOS, CharTokenizer
 from lmtrain.errors import ConfigError
-from lmtrain.scoring import format_scores, ranking, score_texts, scored_sequence, scores_to_dict
-from lmtrain.tokenizer import EOS, CharTokenizer
+from lmtrain.generation.scoring import format_scores, ranking, score_texts, scored_sequence, scores_to_dict
 from tests.test_sampling import CHARS, WORDS, crafted_model, random_model
 
 

@@ -1,4 +1,4 @@
-"""The generation loop on buffers made once (`lmtrain.token_loop`) against the per-token path it replaces:
+"""The generation loop on buffers made once (`fast.token_loop`) against the per-token path it replaces:
 the same tokens for every cell, option and context, and the C sampler against `sampling.next_tokens`."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ import gc
 import pytest
 import torch
 
-from lmtrain.kernels.generate import FEW_STREAMS, generation_kernels
+from lmtrain.data.tokenizer import EOS, UNK, CharTokenizer, WordTokenizer
+from lmtrain.fast.kernels.generate import FEW_STREAMS, generation_kernels
+from lmtrain.fast.token_loop import TokenLoop
+from lmtrain.generation.sampling import STEPPED_CONTEXT, SamplingOptions, generate, next_tokens
 from lmtrain.model import RNNLanguageModel
-from lmtrain.sampling import STEPPED_CONTEXT, SamplingOptions, generate, next_tokens
-from lmtrain.token_loop import TokenLoop
-from lmtrain.tokenizer import EOS, UNK, CharTokenizer, WordTokenizer
 from tests.test_kernels import GENERATION_CELLS, needs_kernels
 
-pytestmark = needs_kernels
+pytestmark = [pytest.mark.fast, needs_kernels]
 
 CHARS = CharTokenizer.build("the quick brown fox jumps over the lazy dog\n")
 WORDS = WordTokenizer([UNK, EOS, "a", "b", "c", "d", "e", "f"])

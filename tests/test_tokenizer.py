@@ -2,8 +2,8 @@
 
 import pytest
 
+from lmtrain.data.tokenizer import EOS, UNK, CharTokenizer, WordTokenizer, tokenizer_from_dict
 from lmtrain.errors import CheckpointError, DataError
-from lmtrain.tokenizer import EOS, UNK, CharTokenizer, WordTokenizer, tokenizer_from_dict
 
 TRAIN_LINES = ["the cat sat", "the dog sat", "a cat"]
 # Counts: cat 2, sat 2, the 2, a 1, dog 1 -> most frequent first, ties alphabetical.

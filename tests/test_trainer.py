@@ -9,14 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmtrain import datasets
 from lmtrain.checkpoint import load_checkpoint, restore_model
 from lmtrain.config import config_from_dict, load_config
-from lmtrain.corpus import Corpus
+from lmtrain.data import datasets
+from lmtrain.data.corpus import Corpus
 from lmtrain.errors import ConfigError, DataError, RunDirectoryError, TrainingError
 from lmtrain.model import RNNLanguageModel
-from lmtrain.rundir import RunDirectory
-from lmtrain.trainer import Trainer, train
+from lmtrain.model.backends import fast_layer
+from lmtrain.training.rundir import RunDirectory
+from lmtrain.training.trainer import Trainer, train
 from tests.conftest import tiny_config_dict
 
 
@@ -79,11 +80,14 @@ def test_same_seed_gives_identical_losses(tiny_corpus, tmp_path):
 def test_exact_losses_with_fixed_seed(tiny_corpus, tmp_path):
     _, logger = run_training(tiny_config_dict(tiny_corpus, tmp_path / "run", train={"max_steps": 3}))
     # The first loss is close to ln(V): an untrained model spreads its probability evenly.
-    assert logger.losses() == pytest.approx(PINNED_LOSSES, rel=1e-5)
+    # The dropout masks are drawn by the fast layer's Dropout where it is loaded, by nn.Dropout otherwise:
+    # other random draws, so other pinned losses.
+    pinned = PINNED_LOSSES if fast_layer() else PINNED_LOSSES_TORCH_DROPOUT
+    assert logger.losses() == pytest.approx(pinned, rel=1e-5)
 
 
-# Pinned again in session 9, when dropout's CPU masks moved to lmtrain.dropout (other random draws).
 PINNED_LOSSES = [5.340449810028076, 5.298222541809082, 5.280819892883301]
+PINNED_LOSSES_TORCH_DROPOUT = [5.342270851135254, 5.301642417907715, 5.283026218414307]
 
 
 def test_checkpoints_written_and_load_weights_only(tiny_corpus, tmp_path):
@@ -405,7 +409,7 @@ def test_bf16_autocast_trains_every_cell_and_carries_fp32_state(name, tiny_corpu
     one where a GPU exists)."""
     import functools
 
-    import lmtrain.trainer as trainer_module
+    import lmtrain.training.trainer as trainer_module
 
     monkeypatch.setattr(
         trainer_module,
@@ -442,19 +446,19 @@ def test_impl_native_trains_like_custom_and_its_checkpoint_runs_custom(tiny_corp
     rounding, and a checkpoint whose weights give the custom cells the same logits."""
     model = {"cell": cell, "gru_variant": "cudnn"}
     losses = {}
-    for impl in ("custom", "native"):
+    for impl in ("fused", "native"):
         config = tiny_config_dict(
             tiny_corpus, tmp_path / impl, model={**model, "impl": impl}, train={"max_steps": 12}
         )
         _, logger = run_training(config)
         losses[impl] = logger.losses()
-    assert losses["native"] == pytest.approx(losses["custom"], rel=1e-4)
+    assert losses["native"] == pytest.approx(losses["fused"], rel=1e-4)
 
     checkpoint = load_checkpoint(tmp_path / "native" / "last.pt")
     native_model, _, config = restore_model(checkpoint)
     assert config.model.impl == "native"
     custom_model = RNNLanguageModel.from_config(
-        native_model.vocab_size, config.model.model_copy(update={"impl": "custom"})
+        native_model.vocab_size, config.model.model_copy(update={"impl": "fused"})
     )
     custom_model.load_state_dict(checkpoint["model"])
     custom_model.eval()

@@ -5,10 +5,10 @@ from torch.testing import assert_close
 
 
 def assert_window_matches_cell_loop(layer, x: torch.Tensor, state, rtol: float, atol: float) -> None:
-    """The layer's fused window (`_run_window`) gives the outputs, and the gradients of x and of every
-    parameter, that autograd gives through its step-by-step `_cell` loop (`_run_cells`)."""
-    y, _ = layer._run_window(x, state)
-    reference, _ = layer._run_cells(x, state)
+    """The layer's fused window (`_run_fused`) gives the outputs, and the gradients of x and of every
+    parameter, that autograd gives through its step-by-step `_cell` loop (`_run_reference`)."""
+    y, _ = layer._run_fused(x, state)
+    reference, _ = layer._run_reference(x, state)
     assert_close(y, reference, rtol=rtol, atol=atol)
     upstream = torch.randn_like(y)
     inputs = (x, *layer.parameters())

@@ -1,0 +1,1 @@
+"""Looking inside a model: the subject-verb agreement probe and the gradient flow through time."""
