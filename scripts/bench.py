@@ -28,7 +28,6 @@ elementwise gate work is not counted. % of peak = tokens/s * flops / peak.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -41,7 +40,6 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lmtrain.fast.onednn_linear import laid_out_for_onednn, linear_on_onednn, onednn_available  # noqa: E402
 from lmtrain.model.cells import GRULayer, LSTMLayer  # noqa: E402
 
 
@@ -96,18 +94,11 @@ def time_steps(step: Callable[[], None], steps: int, device: torch.device) -> fl
 
 def matmul_peak(device: torch.device, size: int, repeats: int) -> float:
     """The fp32 matrix-product rate in FLOP/s: the best of ``repeats`` products of two [size, size], on
-    torch's ``mm`` and, on a CPU with oneDNN, on oneDNN with the weight laid out once (the faster of the
-    two on the README's AVX-512 AMD CPU, where MKL's rate alone put both LSTMs above 100% of it)."""
+    torch's ``mm``."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
-    products = [lambda: torch.mm(a, b)]
-    if device.type == "cpu" and onednn_available():
-        laid_out = laid_out_for_onednn(b.t(), size)
-        products.append(lambda: linear_on_onednn(a, laid_out))
-    best = math.inf
-    for product in products:
-        product()  # warm up
-        best = min(best, *(time_steps(product, 1, device) for _ in range(repeats)))
+    torch.mm(a, b)  # warm up
+    best = min(time_steps(lambda: torch.mm(a, b), 1, device) for _ in range(repeats))
     return 2 * size**3 / best
 
 

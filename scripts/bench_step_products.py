@@ -8,8 +8,8 @@ For each shape, forward (`a<t-1> W_aa^T`: `[B, H] x [H, 4H]`) and backward (`dz<
 [4H, H]`), the weight is laid out once, as a window does, and then multiplied by T = 64 different inputs
 in a loop, as the steps of a window are; the loops of the backends alternate (the order reverses every
 repetition), and the table shows each backend's median GFLOP/s over the repetitions. `panels` is
-lmtrain's C kernel (`lmtrain/kernels/panel_product.c`), `onednn` torch's oneDNN linear on a blocked
-weight, `addmm` MKL on a contiguous transposed weight; a backend that cannot run here is left out.
+lmtrain's C kernel (`lmtrain/fast/kernels/panel_product.c`), `addmm` torch's product on a contiguous
+transposed weight; a backend that cannot run here is left out.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lmtrain.fast.kernels.panel_product import panel_product_available  # noqa: E402
-from lmtrain.fast.step_product import StepProduct, onednn_available  # noqa: E402
+from lmtrain.fast.step_product import StepProduct  # noqa: E402
 
 SHAPES = [(64, 128), (64, 256), (64, 512), (64, 1024), (20, 650)]  # (B, H)
 SHAPES_HELP = ",".join(f"{batch}:{hidden}" for batch, hidden in SHAPES)
@@ -66,7 +66,6 @@ def main() -> None:
         name
         for name, available in (
             ("panels", panel_product_available()),
-            ("onednn", onednn_available()),
             ("addmm", True),
         )
         if available

@@ -40,8 +40,10 @@ def tokens_per_second(run_dir: Path) -> float:
     return statistics.median(values[1:])
 
 
-def train(config: str, impl: str, steps: int, overrides: list[str], scratch: Path) -> float:
-    """Tokens/s of one `lmtrain train` process."""
+def train(
+    config: str, impl: str, steps: int, overrides: list[str], scratch: Path, env: dict[str, str] | None = None
+) -> float:
+    """Tokens/s of one `lmtrain train` process (with ``env`` added to this process's environment)."""
     run_dir = scratch / f"{config}-{impl}"
     command = [
         sys.executable, "-m", "lmtrain", "train", str(ROOT / "configs" / f"{config}.yaml"),
@@ -49,7 +51,8 @@ def train(config: str, impl: str, steps: int, overrides: list[str], scratch: Pat
         "train.eval_interval=1000000000", "log.sample_length=0", "log.quiet=true", "log.log_interval=10",
         *overrides, "--overwrite",
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    environment = {**os.environ, **(env or {})}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=environment)
     if done.returncode != 0:
         raise SystemExit(f"{config} ({impl}) failed:\n{done.stderr[-2000:]}")
     return tokens_per_second(run_dir)

@@ -16,10 +16,8 @@ every repetition); the table shows median tokens/s and the median of the per-rep
 second row times the LSTM stack alone (embedding dropout, the 2 layers with dropout between; forward and
 backward from a fixed gradient), so that the whole step's ratio can be read apart from what the models'
 other parts contribute: both use the same embedding and decoder modules, but ours applies lmtrain's
-dropout (`lmtrain.fast.dropout`, a faster mask on the CPU) where the reference applies torch's. The decoder,
-shared, is lmtrain's `Linear` (`lmtrain.fast.linear`: `nn.Linear` with its products on oneDNN where that was
-measured faster), so a third row times the whole step against the model as PyTorch's own word-language
-example builds it: the reference with a plain `nn.Linear` decoder (the same parameters).
+dropout (`lmtrain.fast.dropout`, a faster mask on the CPU) where the reference applies torch's. A third row
+times the whole step against the model as PyTorch's own word-language example builds it.
 
 memory: the peak memory of one such training step at H = 1024, 2 layers, B = 64, T = 100, V = 10,000.
 Each model is measured in a fresh Python process (so one cannot reuse the other's freed memory). On

@@ -1,5 +1,5 @@
-"""The two product helpers behind the speed work: `StepProduct` (a time loop's per-step product, on the C
-panel kernel, oneDNN or addmm) and `ColumnPanels` (generation's matrix-vector products shared out across
+"""The two product helpers of the fast layer: `StepProduct` (a time loop's per-step product, on the C
+panel kernel or addmm) and `ColumnPanels` (generation's matrix-vector products shared out across
 cores). Each must compute the plain product, and the windows on laid-out weights must still equal the
 cell-by-cell loop."""
 
@@ -10,18 +10,16 @@ from torch.testing import assert_close
 from lmtrain.fast import step_product
 from lmtrain.fast.kernels.panel_product import PanelWeight, panel_product_available, panel_product_pays
 from lmtrain.fast.panels import ColumnPanels, panel_count
-from lmtrain.fast.step_product import LAYOUT_MIN_STEPS, ONEDNN_MIN_WIDTH, StepProduct, onednn_available
+from lmtrain.fast.step_product import LAYOUT_MIN_STEPS, StepProduct
 from lmtrain.model.cells import build_layer
 
 pytestmark = pytest.mark.fast  # tests of lmtrain.fast itself: skipped with LMTRAIN_FAST=off
 
-needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN linear operators")
-
+WIDTH = 512  # a weight wide enough for the panels on any thread count up to 4
 
 needs_panels = pytest.mark.skipif(not panel_product_available(), reason="the C kernels are not built here")
-BACKEND_MARKS = {"panels": needs_panels, "onednn": needs_onednn, "addmm": []}
+BACKEND_MARKS = {"panels": needs_panels, "addmm": []}
 EVERY_BACKEND = [pytest.param(name, marks=marks) for name, marks in BACKEND_MARKS.items()]
-LAID_OUT_BACKENDS = [pytest.param(name, marks=BACKEND_MARKS[name]) for name in ("panels", "onednn")]
 
 
 @pytest.mark.parametrize("backend", EVERY_BACKEND)
@@ -78,9 +76,8 @@ def test_step_product_writes_into_a_given_buffer(backend):
     assert product(x, add, out=buffer) is buffer
     assert_close(buffer, add + x @ weight.t(), rtol=1e-5, atol=1e-5)
     buffer.fill_(float("nan"))
-    reused = product.reusing(x, buffer)  # the loops' form: oneDNN returns its own tensor, no copy
-    assert (reused is buffer) is (backend != "onednn")
-    assert_close(reused, x @ weight.t(), rtol=1e-5, atol=1e-5)
+    assert product(x, out=buffer) is buffer
+    assert_close(buffer, x @ weight.t(), rtol=1e-5, atol=1e-5)
 
 
 @needs_panels
@@ -122,25 +119,13 @@ def test_the_panel_kernel_refuses_what_it_cannot_multiply():
 
 
 def test_step_product_picks_the_fastest_backend_that_applies(monkeypatch):
-    wide = torch.randn(ONEDNN_MIN_WIDTH, ONEDNN_MIN_WIDTH)
-    narrow = wide[:, : ONEDNN_MIN_WIDTH - 1]
-    expected_fp32 = (
-        "panels"
-        if panel_product_pays(ONEDNN_MIN_WIDTH, onednn_alternative=onednn_available())
-        else "onednn"
-        if onednn_available()
-        else "addmm"
-    )
-    assert StepProduct(wide, 4).backend == expected_fp32
-    assert StepProduct(wide.double(), 4).backend == "addmm"  # float64: neither kernel takes it
+    wide = torch.randn(WIDTH, WIDTH)
+    assert StepProduct(wide, 4).backend == ("panels" if panel_product_pays(WIDTH) else "addmm")
+    assert StepProduct(wide.double(), 4).backend == "addmm"  # float64: the panels take fp32 only
     assert StepProduct(wide.bfloat16(), 4).backend == "addmm"  # bf16 under autocast: addmm, as autocast would
-    no_panels = lambda rows, onednn_alternative=False: False  # noqa: E731 (no C compiler)
-    monkeypatch.setattr(step_product, "panel_product_pays", no_panels)
-    assert StepProduct(wide, 4).backend == ("onednn" if onednn_available() else "addmm")
-    assert StepProduct(narrow, 4).backend == "addmm"  # too narrow for oneDNN to gain
-    monkeypatch.setattr(step_product, "onednn_available", lambda: False)  # a torch built without oneDNN
+    monkeypatch.setattr(step_product, "panel_product_pays", lambda rows: False)  # (no C compiler)
     assert StepProduct(wide, 4).backend == "addmm"
-    x = torch.randn(4, ONEDNN_MIN_WIDTH)
+    x = torch.randn(4, WIDTH)
     assert_close(StepProduct(wide, 4)(x), x @ wide.t())
     with pytest.raises(ValueError, match="backend"):
         StepProduct(wide, 4, backend="blas")
@@ -148,51 +133,37 @@ def test_step_product_picks_the_fastest_backend_that_applies(monkeypatch):
 
 @needs_panels
 def test_the_panels_are_chosen_only_where_they_were_measured_to_pay(monkeypatch):
-    """The panel product beats torch's kernels when built with OpenMP and AVX2 (not the portable one-thread
-    build) and when each thread gets at least 8 panels of 16 rows; on an AVX-512 CPU it beats MKL's addmm
-    but not oneDNN, so there it takes only the products oneDNN would not."""
+    """The panel product beats addmm when built with OpenMP and vector code (AVX2 or AVX-512, not the
+    portable one-thread build) and when each thread gets at least 8 panels of 16 rows."""
     from lmtrain.fast.kernels import panel_product
 
     kernels = panel_product._kernels()
     monkeypatch.setattr(kernels, "tuned", panel_product.AVX2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert panel_product_pays(256) and not panel_product_pays(255)  # 8 panels a thread, then fewer
-    assert panel_product_pays(256, onednn_alternative=True)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
     assert panel_product_pays(2048) and not panel_product_pays(2047)
     monkeypatch.setattr(kernels, "tuned", panel_product.AVX512)
-    assert panel_product_pays(2048) and not panel_product_pays(2048, onednn_alternative=True)
+    assert panel_product_pays(2048)
     monkeypatch.setattr(kernels, "tuned", panel_product.UNTUNED)
     assert not panel_product_pays(4096)
 
 
-@needs_panels
-def test_on_an_avx512_cpu_the_panels_take_the_products_too_narrow_for_onednn(monkeypatch):
-    from lmtrain.fast.kernels import panel_product
-
-    monkeypatch.setattr(panel_product._kernels(), "tuned", panel_product.AVX512)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    narrow = torch.randn(4 * 128, 128)  # an H = 128 LSTM's W_aa: below ONEDNN_MIN_WIDTH
-    assert StepProduct(narrow, 64).backend == "panels"
-    wide = torch.randn(4 * ONEDNN_MIN_WIDTH, ONEDNN_MIN_WIDTH)
-    assert StepProduct(wide, 64).backend == ("onednn" if onednn_available() else "panels")
-
-
 def test_a_short_loop_multiplies_the_weight_as_it_is():
     """Fewer than LAYOUT_MIN_STEPS products do not repay a layout: no packing, no transposed copy."""
-    weight = torch.randn(ONEDNN_MIN_WIDTH, ONEDNN_MIN_WIDTH)
+    weight = torch.randn(WIDTH, WIDTH)
     product = StepProduct(weight, 4, steps=LAYOUT_MIN_STEPS - 1)
     assert product.backend == "addmm"
     assert product.weight_t.data_ptr() == weight.data_ptr()  # a view of the weight
-    x, add = torch.randn(4, ONEDNN_MIN_WIDTH), torch.randn(4, ONEDNN_MIN_WIDTH)
+    x, add = torch.randn(4, WIDTH), torch.randn(4, WIDTH)
     assert_close(product(x, add), add + x @ weight.t())
     assert StepProduct(weight, 4, steps=LAYOUT_MIN_STEPS).backend == StepProduct(weight, 4).backend
 
 
-@pytest.mark.parametrize("backend", LAID_OUT_BACKENDS)
+@pytest.mark.parametrize("backend", EVERY_BACKEND)
 @pytest.mark.parametrize("kind", ["lstm", "gru", "gru-cudnn"])
 def test_windows_on_laid_out_weights_equal_the_cell_loop(kind, backend, monkeypatch, step_product_backends):
-    """At H = 512 in fp32 the hand-written windows run their per-step products on the panels or oneDNN;
+    """At H = 512 in fp32 the hand-written windows run their per-step products on the panels or addmm;
     outputs and every gradient must match autograd through the step-by-step `_cell` loop (addmm)."""
     monkeypatch.setattr(StepProduct, "choose_backend", staticmethod(lambda weight, short_loop: backend))
     torch.manual_seed(0)
@@ -238,30 +209,3 @@ def test_panel_count_divides_the_columns(monkeypatch):
     assert [panel_count(n) for n in (2048, 1536, 30, 7)] == [4, 4, 3, 1]
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
     assert [panel_count(n) for n in (2048, 1536, 30)] == [8, 8, 6]
-
-
-def test_a_onednn_operator_that_computes_something_else_is_not_used(monkeypatch):
-    """The oneDNN operators are private to torch: `onednn_available` checks them once on a small product,
-    and a torch whose operator changed meaning falls back to addmm instead of training wrongly."""
-
-    class WrongLinear:
-        @staticmethod
-        def __call__(x, weight, bias, attr, scalars, algorithm):
-            return torch.zeros(x.shape[0], weight.shape[0])
-
-        @staticmethod
-        def binary(x, other, weight, bias, attr):
-            return other  # forgets the product
-
-    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", WrongLinear(), raising=False)
-    monkeypatch.setattr(
-        torch.ops.mkldnn, "_reorder_linear_weight", lambda weight, batch: weight, raising=False
-    )
-    step_product.onednn_available.cache_clear()
-    try:
-        assert not onednn_available()
-        monkeypatch.setattr(step_product, "panel_product_pays", lambda rows, onednn_alternative=False: False)
-        assert StepProduct(torch.randn(ONEDNN_MIN_WIDTH, ONEDNN_MIN_WIDTH), 4).backend == "addmm"
-    finally:
-        monkeypatch.undo()
-        step_product.onednn_available.cache_clear()

@@ -17,10 +17,9 @@ from lmtrain.errors import LmtrainError
 from lmtrain.fast import generation as fast_generation
 from lmtrain.fast import gru_window as gru_bptt
 from lmtrain.fast import lstm_window as lstm_bptt
-from lmtrain.fast.kernels import compiler, layout
+from lmtrain.fast.kernels import compiler
 from lmtrain.fast.kernels.generate import FEW_STREAMS, GenerationKernels, generation_kernels
 from lmtrain.fast.kernels.gru import gru_step_kernels
-from lmtrain.fast.kernels.layout import contiguous
 from lmtrain.fast.kernels.lstm import LSTMStepKernels, lstm_step_kernels
 from lmtrain.fast.panels import generation_linear
 from lmtrain.generation import sampling
@@ -43,7 +42,6 @@ def fresh_kernels(monkeypatch, tmp_path):
         lstm_step_kernels,
         gru_step_kernels,
         generation_kernels,
-        layout._transpose,
     )
     for loader in loaders:
         loader.cache_clear()
@@ -426,15 +424,3 @@ def test_draw_kernel_picks_torchs_token_bit_for_bit(monkeypatch):
         assert torch.equal(drawn, expected)
     probs = torch.tensor([[0.2, 0.4, 0.4, 0.0]])
     assert kernels.draw(probs, torch.ones(1, 1, dtype=torch.float64)).tolist() == [1]
-
-
-@needs_kernels
-@pytest.mark.parametrize("shape", [(40, 24), (37, 50), (1, 5), (7, 9), (64, 128), (130, 67), (300, 260)])
-def test_contiguous_copies_transposed_views_exactly(shape):
-    """The tiled transpose (64 x 64 tiles of 8 x 8 register blocks, partial tiles and blocks at the edges,
-    one thread or several) copies exactly what torch does."""
-    matrix = torch.randn(shape)
-    assert compiler.kernel_library() is not None
-    for view in (matrix.t(), matrix, matrix[:, ::2], matrix.double().t()):
-        copy = contiguous(view)
-        assert copy.is_contiguous() and torch.equal(copy, view)

@@ -5,11 +5,11 @@ Nothing in the core imports this package; ``lmtrain.model.backends.fast_layer()`
 
     lstm_window.py, gru_window.py   the ``fused`` windows: forward without autograd, a hand-written backward
                                     through time, every weight gradient one product after the loop
-    step_product.py, onednn_linear.py, weight_gradient.py
-                                    the windows' matrix products on the kernel measured fastest for them
+    step_product.py, weight_gradient.py
+                                    the windows' matrix products in the form measured fastest for them
     generation.py, token_loop.py, panels.py
                                     generation: one C call per layer and token, buffers made once
-    dropout.py, linear.py           drop-in ``nn.Dropout`` / ``nn.Linear`` with faster CPU paths
+    dropout.py                      a drop-in ``nn.Dropout`` with a faster CPU mask
     kernels/                        the C kernels (compiled on first use) and their ctypes faces
 
 Every piece is tested against the reference (``tests/``), and ``docs/performance.md`` lists what each one
@@ -24,7 +24,6 @@ def register() -> None:
     from lmtrain.fast.dropout import Dropout
     from lmtrain.fast.generation import KERNEL_STEPS, draw_tokens, step_factory
     from lmtrain.fast.gru_window import cudnn_gru_window, gru_window
-    from lmtrain.fast.linear import Linear
     from lmtrain.fast.lstm_window import lstm_window
     from lmtrain.fast.panels import generation_linear
     from lmtrain.fast.token_loop import TokenLoop
@@ -51,7 +50,6 @@ def register() -> None:
     backends.FAST_OPERATIONS.update(
         {
             "dropout": Dropout,
-            "linear": Linear,
             "generation_linear": generation_linear,
             "generation_loop": TokenLoop.for_model,
             "draw_tokens": draw_tokens,

@@ -29,11 +29,3 @@ def apply_under_autocast(function: type[torch.autograd.Function], *tensors: Tens
         return function.apply(*tensors)
     with torch.autocast(device_type, enabled=False):
         return function.apply(*(t.to(dtype) if t.is_floating_point() else t for t in tensors))
-
-
-def previous_states(y: Tensor, initial: Tensor) -> Tensor:
-    """The state before every step of a window, ``[T, B, H]``: ``initial`` (``[B, H]``), then ``y[:-1]``
-    (the hand-written windows' weight gradients multiply by it)."""
-    return torch.cat([initial.unsqueeze(0), y[:-1]])
-
-

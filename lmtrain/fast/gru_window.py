@@ -32,10 +32,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from lmtrain.fast.autocast import apply_under_autocast, previous_states
+from lmtrain.fast.autocast import apply_under_autocast
 from lmtrain.fast.kernels import fused_applies
 from lmtrain.fast.kernels.gru import GRUStepKernels, gru_step_kernels
-from lmtrain.fast.onednn_linear import input_projection
 from lmtrain.fast.step_product import StepProduct
 from lmtrain.fast.weight_gradient import input_gradient, weight_gradient
 
@@ -53,10 +52,16 @@ def cudnn_gru_window(
     return apply_under_autocast(_CudnnGRUWindow, x, weight_ax, bias, weight_aa, candidate_bias, c0)
 
 
+def previous_states(y: Tensor, initial: Tensor) -> Tensor:
+    """The state before every step of a window, ``[T, B, H]``: ``initial`` (``[B, H]``), then ``y[:-1]``
+    (the weight gradients multiply by it)."""
+    return torch.cat([initial.unsqueeze(0), y[:-1]])
+
+
 def _input_projection(x: Tensor, weight_ax: Tensor, bias: Tensor) -> Tensor:
     """``W_ax x<t> + b`` for every step in one product: ``[T, B, G*H]``."""
     steps, batch, _ = x.shape
-    return input_projection(x.reshape(steps * batch, -1), weight_ax, bias).view(steps, batch, -1)
+    return torch.addmm(bias, x.reshape(steps * batch, -1), weight_ax.t()).view(steps, batch, -1)
 
 
 def _input_gradients(ctx, grad_x_proj: Tensor, x: Tensor, weight_ax: Tensor):

@@ -41,10 +41,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from lmtrain.fast.autocast import apply_under_autocast, previous_states
+from lmtrain.fast.autocast import apply_under_autocast
 from lmtrain.fast.kernels import fused_applies
 from lmtrain.fast.kernels.lstm import LSTMStepKernels, lstm_step_kernels
-from lmtrain.fast.onednn_linear import input_projection, weight_gradients, weight_gradients_on_onednn
 from lmtrain.fast.step_product import StepProduct
 from lmtrain.fast.weight_gradient import input_gradient, weight_gradient
 
@@ -80,7 +79,7 @@ class _LSTMWindow(torch.autograd.Function):
         # The input half of every step's pre-activation in one product; the loop adds the recurrent half.
         # gates ends as the activated gates Γ_u, Γ_f, C̃, Γ_o of every step: [T, B, 4H].
         flat_x = x.reshape(steps * batch, -1)
-        gates = input_projection(flat_x, weight_ax, bias).view(steps, batch, 4 * hidden)
+        gates = torch.addmm(bias, flat_x, weight_ax.t()).view(steps, batch, 4 * hidden)
         if kernels is None:
             cells, tanh_cells, y = _forward_loop(gates, weight_aa, a0, c0)
         else:
@@ -146,7 +145,7 @@ def _forward_loop_fused(
     a, c = a0, c0
     for z, c_t, a_t in zip(gates, cells, y, strict=True):  # [B, 4H], [B, H], [B, H]
         # the kernel adds the recurrent product to the input half in z and activates
-        kernels.forward(recurrent.reusing(a, product), z, c, c_t, a_t)
+        kernels.forward(recurrent(a, out=product), z, c, c_t, a_t)
         a, c = a_t, c_t
     return cells, y
 
@@ -231,7 +230,7 @@ def _backward_loop_fused(
     for t, (gates_t, c_prev, c_t, dz, dy) in reversed(list(enumerate(per_step))):
         kernels.backward(gates_t, c_prev, c_t, from_next_step, dy, grad_c, dz)  # dz<t>; grad_c <- dC<t-1>
         if t > 0:
-            from_next_step = recurrent.reusing(dz, from_next_step)  # [B, 4H] x [4H, H]; the kernel read it
+            recurrent(dz, out=from_next_step)  # [B, 4H] x [4H, H]; the kernel has read it
     return grad_z
 
 
@@ -253,16 +252,12 @@ def _parameter_gradients(
         grad_x = input_gradient(flat_z, weight_ax).view_as(x)
     if needs[2]:
         grad_bias = flat_z.sum(0)
-    if needs[1] and needs[3] and weight_gradients_on_onednn(flat_z, min(x.shape[2], hidden)):
-        previous = previous_states(y, a0).view(steps * batch, hidden)  # a<t-1> of every step
-        grad_weight_ax, grad_weight_aa = weight_gradients(flat_z, x.reshape(steps * batch, -1), previous)
-    else:
-        if needs[1]:
-            grad_weight_ax = weight_gradient((x.reshape(steps * batch, -1), flat_z))
-        if needs[3]:
-            # dW_aa = sum over t of dz<t>^T a<t-1>: the steps after the first in one product (a<t-1> is
-            # y[t-1]), and the first step's a<-1> = a0.
-            grad_weight_aa = weight_gradient((y[:-1].reshape(-1, hidden), flat_z[batch:]), (a0, grad_z[0]))
+    if needs[1]:
+        grad_weight_ax = weight_gradient((x.reshape(steps * batch, -1), flat_z))
+    if needs[3]:
+        # dW_aa = sum over t of dz<t>^T a<t-1>: the steps after the first in one product (a<t-1> is
+        # y[t-1]), and the first step's a<-1> = a0.
+        grad_weight_aa = weight_gradient((y[:-1].reshape(-1, hidden), flat_z[batch:]), (a0, grad_z[0]))
     if needs[4]:
         grad_a0 = torch.mm(grad_z[0], weight_aa)
     return grad_x, grad_weight_ax, grad_bias, grad_weight_aa, grad_a0

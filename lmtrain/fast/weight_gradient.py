@@ -3,26 +3,15 @@
 After a hand-written backward through time has every step's ``dz`` (``[N, G]`` for the N = T*B tokens of
 a window), each weight's gradient is one product ``dz^T x`` (``[G, N] x [N, K]``) and the inputs' gradient
 one product ``dz W`` (``[N, G] x [G, K]``). MKL runs them at different speeds depending on whether rows are
-whole cache lines. Measured on the README's CPU, interleaved:
+whole vectors and cache lines, so each product takes the form MKL runs fastest for its widths:
 
-- ``weight_gradient``, N = 1,280-4,096 tokens: with K and G multiples of 16 floats (H = 128 ... 1024),
-  ``dz^T x`` directly, 1.1-1.25x faster, and with multiples of 8 (H = 200, 328, 600, 1,000; session 9,
-  N = 400-2,240) 1.04-1.22x faster. Where K is not a multiple of 8 (H = E = 650, the word-level
-  model), session 10 found ``dz^T x`` on a copy of x padded with zero columns to a multiple of 16 floats
-  (as for ``input_gradient`` below), then copied out to ``[G, K]``, 1.04-1.29x faster than the
-  ``(x^T dz)^T`` that sessions 5-9 took there (for the LSTM's G = 4H at K = 300-1,500, N = 700-4,096:
-  1.20x at the word model's K = 650, N = 700) and 1.03-1.43x for the GRU's G = 3H. ``(x^T dz)^T``, copied
-  back to ``[G, K]`` by the tiled transpose of ``lmtrain.fast.kernels.layout``, stays for the rest (such as
-  K = 100, where padding adds 12% columns: 0.89-0.92x).
-- ``input_gradient``: where K is not a multiple of 8 floats, MKL writes the ``[N, K]`` result slowly
-  (101-114 GFLOP/s at N = 4,096 for K = 650, 700, 1,500, against 147-163 for K = 200, 400, 1,000). A
-  copy of ``W`` padded with zero columns to a multiple of 16 (``[G, 656]`` for K = 650) runs 1.2-1.34x
-  faster for those K at N = 2,240-4,096 (1.05-1.14x at K = 300, 500), the padding and the copy out
-  included. At N = 700 the gain was within noise (0.96-1.13x), and for K = 100 the 12% more columns cost
-  more than they saved (0.89-0.98x).
-- Since session 10 ``input_gradient`` runs on oneDNN instead where that is faster still
-  (``lmtrain.fast.onednn_linear``: 1.03-1.80x MKL's from 2^27 multiply-adds, session 11); the padding
-  serves the products it leaves to MKL (other CPUs, small products).
+- ``weight_gradient``: ``dz^T x`` directly where K and G are multiples of 8 floats (whole AVX2 vectors);
+  where K is not, on a copy of x padded with zero columns to whole cache lines when that adds at most
+  2.5% columns (K of about 300 or more); else ``(x^T dz)^T`` copied back to ``[G, K]``.
+- ``input_gradient``: for K not a multiple of 8 floats, MKL writes the ``[N, K]`` result slowly; a copy of
+  ``W`` padded with zero columns to whole cache lines is faster from ``PAD_MIN_ROWS`` rows on.
+
+``scripts/bench_step_products.py`` times the forms; ``docs/performance.md`` says what they gain end to end.
 """
 
 from __future__ import annotations
@@ -32,8 +21,6 @@ from collections.abc import Iterable
 from torch import Tensor
 
 from lmtrain.fast.kernels import fused_applies
-from lmtrain.fast.kernels.layout import contiguous
-from lmtrain.fast.onednn_linear import input_gradient_on_onednn, linear_on_onednn
 
 CACHE_LINE_FLOATS = 16
 
@@ -58,7 +45,7 @@ def weight_gradient(*parts: tuple[Tensor, Tensor]) -> Tensor:
         return total[:, :in_features].contiguous()  # -> [G, K]
     if in_features % VECTOR_FLOATS == 0 and out_features % VECTOR_FLOATS == 0:
         return _sum_of_products((dz.t(), x) for x, dz in parts)
-    return contiguous(_sum_of_products((x.t(), dz) for x, dz in parts).t())  # [K, G] -> [G, K]
+    return _sum_of_products((x.t(), dz) for x, dz in parts).t().contiguous()  # [K, G] -> [G, K]
 
 
 def _sum_of_products(pairs: Iterable[tuple[Tensor, Tensor]]) -> Tensor:
@@ -94,10 +81,7 @@ def with_zero_columns(matrix: Tensor, width: int) -> Tensor:
 
 def input_gradient(dz: Tensor, weight: Tensor) -> Tensor:
     """``dz @ weight``, contiguous: the ``[N, K]`` gradient of the rows x that a weight ``W [G, K]`` maps to
-    the rows of z, from their gradient ``dz [N, G]``. On oneDNN where that pays (``onednn_linear``), else
-    on MKL, padded where that pays."""
-    if input_gradient_on_onednn(dz, weight):
-        return linear_on_onednn(dz, weight.t())  # weight^T [K, G]: x's features as outputs
+    the rows of z, from their gradient ``dz [N, G]``; on a padded weight where that pays."""
     rows, in_features = dz.shape[0], weight.shape[1]
     if not (fused_applies(dz, weight) and pads_input_gradient(rows, in_features)):
         return dz @ weight

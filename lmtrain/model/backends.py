@@ -11,15 +11,21 @@ backend is tested against. The others compute the same function faster:
     fused      lmtrain's fast layer (``lmtrain.fast``): hand-written backward  the cells it registers
                passes through time, C kernels for the gate arithmetic         (lstm, both grus)
 
-``model.impl`` picks the backend for every layer; ``auto`` (the default) picks, for each layer, the first
-of these that computes the layer's function:
+``model.impl`` picks the backend for every layer. ``auto`` (the default) chooses among the backends that
+compute the layer's function on its device (``auto_candidates``), in this order of preference:
 
 1. ``native`` where the cell has a torch counterpart, except under autocast on a CPU (oneDNN has no
-   bfloat16 LSTM on most CPUs). torch's fused modules run the whole window inside one library call
-   (oneDNN, cuDNN), and were measured as fast as or faster than the fused layer on the shipped configs
-   (``docs/performance.md``, ``scripts/bench_train.py``).
-2. ``fused`` where the fast layer is loaded and has a window for the cell (the notes' GRU).
-3. ``reference`` otherwise (the echo state network, and every cell when the fast layer is off).
+   bfloat16 LSTM on most CPUs);
+2. ``fused`` where the fast layer has a window for the cell, on a CPU (on CUDA it only competes where no
+   native kernel exists: cuDNN runs a whole window in one call, the fused window launches per step);
+3. ``reference`` where neither applies (the echo state network, every cell with the fast layer off).
+
+Which of native and fused is faster on a CPU depends on the CPU and the shapes (oneDNN's LSTM is strong on
+AVX-512 and at large windows; the fused window at small ones), so where both apply the trainer times them
+on the run's first window and keeps the faster (``lmtrain.training.backend_trial``, the way
+``torch.backends.cudnn.benchmark`` picks a convolution algorithm); ``preferred_backend`` holds the choice,
+and the checkpoint records it so that a resumed run continues on the same one. Without a trial (tiny
+models, several processes, evaluation and sampling) ``auto`` takes the first candidate.
 
 ``fused`` asked for explicitly runs the fast layer's window where it has one and the reference elsewhere;
 ``custom`` is its older name, still accepted. The backend never changes the parameters, so checkpoints do
@@ -36,15 +42,12 @@ import functools
 import importlib
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from lmtrain.errors import LmtrainError
-
-if TYPE_CHECKING:
-    from lmtrain.model.cells.base import RecurrentLayer, State, Step
 
 IMPLS = ("auto", "reference", "native", "fused", "custom")
 """The values of ``model.impl``; ``custom`` is ``fused``'s older name."""
@@ -55,10 +58,16 @@ BACKENDS = ("reference", "native", "fused")
 FAST_LAYER_MODULE = "lmtrain.fast"
 """The optional subpackage that registers the ``fused`` backend and the fast generation steps."""
 
-WindowFunction = Callable[["RecurrentLayer", Tensor, "State"], "tuple[Tensor, State]"]
+State = tuple[Tensor, ...]
+"""A layer's recurrent state: ``(a,)`` for rnn, gru and esn, ``(a, c)`` for lstm, each ``[B, H]``."""
+
+Step = Callable[[Tensor, State], tuple[Tensor, State]]
+"""One time step, ``(x_t, state) -> (y_t, state)``; see ``RecurrentLayer.inference_step``."""
+
+WindowFunction = Callable[[nn.Module, Tensor, State], tuple[Tensor, State]]
 """``run(layer, x [T, B, input_size], state) -> (y [T, B, H], state)``: a fused window of one cell class."""
 
-StepFactory = Callable[["RecurrentLayer", "Tensor | None"], "Step | None"]
+StepFactory = Callable[[nn.Module, "Tensor | None"], "Step | None"]
 """``make(layer, embedding) -> step`` for generation (see ``RecurrentLayer.inference_step``), or None where
 the fast step does not apply (the reference step then runs)."""
 
@@ -69,8 +78,8 @@ GENERATION_STEPS: dict[type, StepFactory] = {}
 """The fast layer's generation step of each cell class it covers."""
 
 FAST_OPERATIONS: dict[str, Any] = {}
-"""The fast layer's other pieces, by role: ``dropout`` and ``linear`` (drop-in ``nn.Dropout`` /
-``nn.Linear`` subclasses), ``generation_linear`` (``(weight, bias) -> x -> x W^T + b`` for a few rows),
+"""The fast layer's other pieces, by role: ``dropout`` (a drop-in ``nn.Dropout`` subclass),
+``generation_linear`` (``(weight, bias) -> x -> x W^T + b`` for a few rows),
 ``generation_loop`` (``(model, streams) -> loop or None``, see ``lmtrain.generation.sampling``) and
 ``draw_tokens`` (``(probs, uniforms) -> tokens or None``)."""
 
@@ -106,25 +115,33 @@ def fast_operation(role: str) -> Any | None:
 
 
 def module_class(role: str, default: type[nn.Module], impl: str) -> type[nn.Module]:
-    """The class of the model's ``dropout`` or ``linear`` module: the fast layer's drop-in subclass of
+    """The class of the model's ``dropout`` module: the fast layer's drop-in subclass of
     ``default`` (same parameters and state dict), unless ``impl`` is ``reference`` or the layer is off."""
     fast = fast_operation(role) if impl != "reference" else None
     return fast or default
 
 
-def resolve_backend(layer: RecurrentLayer, x: Tensor) -> str:
+def auto_candidates(layer: nn.Module, x: Tensor) -> list[str]:
+    """The backends ``auto`` chooses between for ``layer`` on windows like ``x``, in order of preference."""
+    found = []
+    on_cpu = x.device.type == "cpu"
+    if layer.native_type is not None and not (on_cpu and cpu_autocast_enabled()):
+        found.append("native")
+    if fused_window(layer) is not None and (on_cpu or not found):
+        found.append("fused")
+    return found or ["reference"]
+
+
+def resolve_backend(layer: nn.Module, x: Tensor) -> str:
     """The backend that runs ``layer`` on ``x`` under the layer's ``impl`` (see the module's rule)."""
     impl = layer.impl
-    if impl == "native":
-        return "native"
-    if impl == "reference":
-        return "reference"
-    fused = fused_window(layer) is not None
+    if impl in ("native", "reference"):
+        return impl
     if impl in ("fused", "custom"):
-        return "fused" if fused else "reference"
-    if layer.native_type is not None and not (x.device.type == "cpu" and cpu_autocast_enabled()):
-        return "native"
-    return "fused" if fused else "reference"
+        return "fused" if fused_window(layer) is not None else "reference"
+    candidates = auto_candidates(layer, x)
+    preferred = layer.preferred_backend
+    return preferred if preferred in candidates else candidates[0]
 
 
 def cpu_autocast_enabled() -> bool:
@@ -134,12 +151,12 @@ def cpu_autocast_enabled() -> bool:
     return torch.is_autocast_cpu_enabled()
 
 
-def fused_window(layer: RecurrentLayer) -> WindowFunction | None:
+def fused_window(layer: nn.Module) -> WindowFunction | None:
     """The fast layer's window for this layer's exact class, or None."""
     return FUSED_WINDOWS.get(type(layer)) if fast_layer() else None
 
 
-def generation_step(layer: RecurrentLayer, embedding: Tensor | None) -> Step | None:
+def generation_step(layer: nn.Module, embedding: Tensor | None) -> Step | None:
     """The fast layer's generation step for this layer, or None (then the reference step runs)."""
     if layer.impl == "reference" or not fast_layer():
         return None

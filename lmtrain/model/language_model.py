@@ -3,10 +3,9 @@
     tokens [T, B] --embedding--> x [T, B, E] --layer 1..L--> a [T, B, H] --decoder--> logits [T, B, V]
 
 Dropout is applied to the embeddings, between stacked layers and before the decoder (as in
-Zaremba et al. 2014 and PyTorch's word_language_model). The dropout and the decoder are `nn.Dropout` and
-`nn.Linear`, or the fast layer's drop-in subclasses of them where it is loaded (`lmtrain.model.backends`);
-parameters and state dict are the same either way. The hidden state is a list with one tuple of tensors per
-layer: `(a,)` for rnn/gru/esn, `(a, c)` for lstm, each `[B, H]`.
+Zaremba et al. 2014 and PyTorch's word_language_model). The dropout is `nn.Dropout`, or the fast layer's
+drop-in subclass of it where that is loaded (`lmtrain.model.backends`). The hidden state is a list with
+one tuple of tensors per layer: `(a,)` for rnn/gru/esn, `(a, c)` for lstm, each `[B, H]`.
 
 Options:
 - `residual`: a layer whose input is as wide as its output adds its input to its output,
@@ -100,7 +99,7 @@ class RNNLanguageModel(nn.Module):
         self.backward_layers = stack() if bidirectional else None
         impl = cell_options.get("impl", "auto")
         self.dropout = backends.module_class("dropout", nn.Dropout, impl)(dropout)
-        self.decoder = backends.module_class("linear", nn.Linear, impl)(hidden_size, vocab_size)
+        self.decoder = nn.Linear(hidden_size, vocab_size)
         if tie_weights:
             self.decoder.weight = self.embedding.weight
         self.reset_embedding_and_decoder()
@@ -152,6 +151,20 @@ class RNNLanguageModel(nn.Module):
     def recurrent_layers(self) -> list[nn.Module]:
         """The forward layers, then the backward ones of a bidirectional model."""
         return [*self.layers, *(self.backward_layers or [])]
+
+    def backend_candidates(self) -> list[str]:
+        """The backends ``model.impl: auto`` chooses between for this model's layers on its device, in order
+        of preference (``lmtrain.model.backends.auto_candidates``); one name when there is no choice."""
+        if any(layer.impl != "auto" for layer in self.recurrent_layers()):
+            return []
+        probe = self.decoder.weight  # the device and dtype the windows run on
+        return backends.auto_candidates(self.layers[0], probe)
+
+    def prefer_backend(self, backend: str | None) -> None:
+        """Run every ``auto`` layer on ``backend`` (one of ``backend_candidates()``); None: the rule's
+        first candidate."""
+        for layer in self.recurrent_layers():
+            layer.preferred_backend = backend
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """The forward layers' initial state (zeros unless the config's `initial_state` says otherwise)."""

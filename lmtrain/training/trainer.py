@@ -49,6 +49,7 @@ from lmtrain.devices import (
 from lmtrain.errors import ConfigError, DataError, LmtrainError, TrainingError
 from lmtrain.generation.sampling import sample_text
 from lmtrain.model.language_model import RNNLanguageModel
+from lmtrain.training.backend_trial import choose_backend
 from lmtrain.training.distributed import DataParallel, WindowLoss, data_parallel
 from lmtrain.training.evaluation import Evaluation, evaluate
 from lmtrain.training.metrics import MetricLogger, NullLogger, TensorBoardLogger
@@ -186,6 +187,7 @@ class Trainer:
         self.best_valid_loss = math.inf
         self.last_valid: Evaluation | None = None
         self.evaluated_at = -1  # the step of the last evaluation
+        self.backend: str | None = None  # model.impl auto's timed choice (backend_trial), kept on resume
         # The last window trained on, (inputs, targets, state it started from), for the grad-flow monitor.
         self.last_window: tuple[torch.Tensor, torch.Tensor, State | None] | None = None
 
@@ -207,6 +209,7 @@ class Trainer:
             "best_valid_loss": self.best_valid_loss,
             "valid_loss": self.last_valid.loss if self.last_valid else None,
             "world_size": self.parallel.world_size,
+            "backend": self.backend,
         }
         every_rank = self.parallel.gather_objects(rng_states())
         rng = {**every_rank[0], "windows": self.window_lengths.state_dict()}
@@ -239,6 +242,8 @@ class Trainer:
         self.window = progress.get("window", 0)
         self.skipped_batches = progress.get("skipped_batches", 0)
         self.best_valid_loss = progress["best_valid_loss"]
+        self.backend = progress.get("backend")
+        self.model.prefer_backend(self.backend)
         if checkpoint["carried_state"] is not None:
             streams = self.parallel.block(self.config.train.batch_size)
             # Per tensor [B, H] -> this rank's block, [B / world_size, H].
@@ -315,6 +320,26 @@ class Trainer:
         if self.finished():
             return None
         return get_batch(self.train_data, self.position, self.window_lengths.draw())
+
+    def try_backends(self) -> None:
+        """Before a fresh run's first step, let ``model.impl: auto`` time its candidate backends on the first
+        window and keep the faster (``backend_trial``). One process alone: ranks that timed apart could
+        choose apart, so several processes take the rule's first candidate."""
+        if self.step > 0 or self.parallel.active:
+            return
+        self.model.train()
+        inputs, targets = get_batch(self.train_data, 0, self.config.train.bptt)
+
+        def window_loss() -> torch.Tensor:
+            state = state_in(self.model.initial_state(inputs.size(1), self.device), self.compute_dtype)
+            with self.autocast():
+                loss, _ = self.model.language_model_loss(inputs, targets, state)
+            return loss
+
+        result = choose_backend(self.model, window_loss, inputs.size(0), inputs.size(1))
+        if result is not None:
+            self.backend = result.backend
+            self.inform(result.describe())
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepResult | None:
         """One optimizer step on one window; None when the batch was skipped (`on_nonfinite: skip`)."""
@@ -452,6 +477,7 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
+        self.try_backends()
         started = time.perf_counter()
         self.interval, self.interval_start, self.tokens_seen = [], started, 0
         try:

@@ -16,7 +16,6 @@ run the same equations in torch (see ``kernel_mode``).
     generate.c      LSTM, GRU and RNN generation steps for a few streams on weights packed once (fp32
                     or bf16), linear layers, the sampling draw and the whole sampler (temperature,
                     softmax, draw)   (generate.py; lmtrain/token_loop.py runs them on buffers made once)
-    layout.c        a tiled transpose for the weights' per-window layouts   (layout.py)
 """
 
 from __future__ import annotations

@@ -42,10 +42,8 @@ def panel_product_available() -> bool:
 
 
 PANELS_PER_THREAD = 8
-"""The panel product is chosen only when each thread gets at least this many panels of 16 rows. With 4
-(H = 128's backward product on 2 threads) it ran at 0.7-1.0x of ``addmm`` on the README's CPU, with 8 or
-more at 1.0-1.6x (``scripts/bench_step_products.py``); on many-core machines oneDNN divides thin
-products better."""
+"""The panel product is chosen only when each thread gets at least this many panels of 16 rows: with fewer,
+the threads' share of a thin product is too small to beat ``addmm`` (``scripts/bench_step_products.py``)."""
 
 
 UNTUNED, AVX2, AVX512 = 0, 1, 2
@@ -53,15 +51,12 @@ UNTUNED, AVX2, AVX512 = 0, 1, 2
 vectors on a CPU without or with AVX-512."""
 
 
-def panel_product_pays(out_features: int, onednn_alternative: bool = False) -> bool:
-    """Whether the panel product is expected to beat torch's kernels for a weight of ``out_features`` rows,
-    ``onednn_alternative`` saying whether oneDNN would take it otherwise (else MKL's ``addmm`` would): the
-    kernels are built for a CPU of a kind they were measured on (``panel_product_tuned`` in C), and every
-    thread gets at least ``PANELS_PER_THREAD`` panels. On AVX2 CPUs the panels beat both. On AVX-512 CPUs
-    they beat ``addmm`` only (session 10's EPYC: one LSTM layer's window 1.04x / 1.08x faster on them at
-    H = 128 / 256; per product 0.94-1.0x oneDNN's at H >= 512)."""
+def panel_product_pays(out_features: int) -> bool:
+    """Whether the panel product is expected to beat ``addmm`` for a weight of ``out_features`` rows: the
+    kernels are built with vector code for this CPU (``panel_product_tuned`` in C: AVX2 or AVX-512), and
+    every thread gets at least ``PANELS_PER_THREAD`` panels."""
     kernels = _kernels()
-    if kernels is None or kernels.tuned == UNTUNED or (kernels.tuned == AVX512 and onednn_alternative):
+    if kernels is None or kernels.tuned == UNTUNED:
         return False
     return out_features >= PANELS_PER_THREAD * PANEL_WIDTH * torch.get_num_threads()
 

@@ -19,20 +19,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmtrain.model import backends
-from lmtrain.model.backends import IMPLS
-
-State = tuple[Tensor, ...]
-"""A layer's recurrent state: ``(a,)`` for rnn, gru and esn, ``(a, c)`` for lstm, each ``[B, H]``."""
-
-Step = Callable[[Tensor, State], tuple[Tensor, State]]
-"""One time step, ``(x_t, state) -> (y_t, state)``; see ``RecurrentLayer.inference_step``."""
+from lmtrain.model.backends import IMPLS, State, Step
 
 INITS = ("default", "xavier", "orthogonal", "he", "identity")
 """Weight initialisation schemes, by the name a config uses (see ``RecurrentLayer.reset_parameters``)."""
@@ -123,6 +116,7 @@ class RecurrentLayer(nn.Module):
         self.initial_state_mode = initial_state
         self.initial_state_scale = initial_state_scale
         self.impl = impl
+        self.preferred_backend: str | None = None  # auto's choice where it timed the candidates
         factory = {"device": device, "dtype": dtype}
         rows = self.num_gates * hidden_size
         recurrent = torch.empty(rows, hidden_size, **factory)
