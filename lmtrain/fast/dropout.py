@@ -1,11 +1,10 @@
-"""Dropout whose CPU mask costs a third of torch's.
+"""Dropout whose CPU mask costs a fraction of torch's.
 
-``nn.Dropout`` draws its mask on the CPU with ``bernoulli_``, which on the README's machine takes about 15
-ns per element: 6.5-7 ms for one ``[35, 20, 650]`` activation of the word-level model, three of which a
-training step draws (embeddings, between the layers, before the decoder). Drawing 31-bit integers with
-``random_`` from the same generator and keeping those at or above ``p * 2^31`` gives the same distribution
-(P(keep) = 1 - p to within 2^-32) at about 3 ns per element: 1.3 ms for the integers, 2.3 ms for the
-whole forward pass, against ``F.dropout``'s 7-8 ms.
+``nn.Dropout`` draws its mask on the CPU with ``bernoulli_``, which costs several times more per element
+than drawing integers; a word-level training step draws three masks as large as its activations
+(embeddings, between the layers, before the decoder). Drawing 31-bit integers with ``random_`` from the
+same generator and keeping those at or above ``p * 2^31`` gives the same distribution (P(keep) = 1 - p to
+within 2^-32) at a third of the cost or less; ``docs/performance.md`` has the end-to-end figure.
 
 Elsewhere (CUDA, where ``F.dropout`` is one fused kernel; other devices) ``nn.Dropout`` runs unchanged.
 Either way the masks come from torch's global generator, so ``torch.manual_seed`` makes them repeat.

@@ -30,9 +30,9 @@ Layout inside the torch loops: the gates stay in the parameters' order u, f, C̃
 the three gates whose gradient is ``dC`` times a factor (u, f, C̃) one contiguous block: one multiply per
 step in backward. Forward uses ``tanh(z) = 2σ(2z) - 1``: with the C̃ pre-activations doubled, one
 sigmoid over each step's whole contiguous row activates all four gates (torch's CPU ``tanh`` costs
-about 4 ns per element against ``sigmoid``'s 1.2 on the README's machine, and a slice of the row is
-slower still). The doubling is done once per window, on the input projection of all steps and on a copy
-of ``W_aa`` (``candidate_doubled``), and ``C̃ = 2s - 1`` is restored for all steps after the loop.
+several times ``sigmoid``'s per element, and a slice of the row is slower still). The doubling is done
+once per window, on the input projection of all steps and on a copy of ``W_aa`` (``candidate_doubled``),
+and ``C̃ = 2s - 1`` is restored for all steps after the loop.
 """
 
 from __future__ import annotations

@@ -5,14 +5,13 @@ With one stream that is a matrix-vector product: it does two flops per weight it
 the speed at which one core reads ``W`` from memory, and BLAS runs it on one core. ``ColumnPanels`` stores
 ``W`` cut into ``G`` panels of consecutive columns, ``[G, K, N/G]``, and multiplies them with one batched
 product (``torch.baddbmm``), whose batch torch shares out across its threads: each core reads its own
-panels. On the 2-core machine of the README, ``[1, 512] @ [512, 2048]`` takes about 65 µs this way
-against 100-150 µs as one ``addmm``; with 32 streams the two are level.
+panels. For one stream that is faster than one ``addmm``; from about 32 streams the two are level.
 
 Panel ``g`` holds columns ``[g N/G, (g+1) N/G)``, so for one stream the product ``[G, 1, N/G]`` is
 already the row ``[1, N]``; with more streams it is copied back to ``[B, N]``.
 
 ``generation_linear`` is what the generators use for a linear layer: the C kernel of
-``kernels.generate`` (reads at about 60 GB/s there, one call) for a few streams, panels otherwise.
+``kernels.generate`` (one call, every weight read once) for a few streams, panels otherwise.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Generation with every buffer made once: a loop of C calls per token, on lmtrain's generation kernels.
 
-A generation step for a few streams reads each weight once; on the README's 2-layer H = 512 model the C
-calls of a token take about 0.13 ms. Around them, the per-token path of ``model.inference_step`` and
-``sampling.next_tokens`` makes a dozen or more torch calls (new tensors for every state, the softmax, the
-draw) and the Python between them, just after the token's 12 MB of weights have pushed that code and data
-out of the core's caches: on that machine the token took 0.22 ms that way, and 0.15 ms in this loop.
+A generation step for a few streams reads each weight once, and for a model of a few million weights the C
+calls of a token take a fraction of a millisecond. Around them, the per-token path of
+``model.inference_step`` and ``sampling.next_tokens`` makes a dozen or more torch calls (new tensors for
+every state, the softmax, the draw) and the Python between them, just after the token's weights have
+pushed that code and data out of the core's caches; that overhead is a large part of a token's time.
 
 ``TokenLoop`` makes every tensor a token needs once: the tokens, each layer's state twice (the step reads
 one and writes the other, and the two swap every token), the logits and the draw's uniform numbers. It

@@ -229,9 +229,9 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
 
 
 STEPPED_CONTEXT = 8
-"""A context of at most this many tokens is read one token at a time by the generation step (about 0.3 ms
-a token for the README's 2-layer H = 512 model on 2 cores); a longer one as one window through the model,
-which costs about 2 ms whatever its length up to a few dozen tokens (its products for a batch of one)."""
+"""A context of at most this many tokens is read one token at a time by the generation step; a longer one
+as one window through the model, whose cost hardly grows with its length up to a few dozen tokens (its
+products are for a batch of one) but is several tokens' steps to begin with."""
 
 
 def read_context(

@@ -31,9 +31,10 @@ models, several processes, evaluation and sampling) ``auto`` takes the first can
 ``custom`` is its older name, still accepted. The backend never changes the parameters, so checkpoints do
 not depend on it.
 
-The fast layer is optional. The core never imports it by name in its code; ``fast_layer()`` loads it on first
-use unless ``LMTRAIN_FAST=off``, and it fills the registries below (``lmtrain.fast.register``). With it off,
-or where it cannot load, every layer runs on ``native`` or ``reference`` and generation runs in torch.
+The fast layer is optional, and no module of the core imports it: ``fast_layer()`` loads it by name on
+first use unless ``LMTRAIN_FAST=off``, and it fills the registries below (``lmtrain.fast.register``).
+With it off, or where it cannot load, every layer runs on ``native`` or ``reference`` and generation runs
+in torch.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 What eager PyTorch cannot fuse is the gate arithmetic around a recurrent step's matrix product, a handful
 of calls per step that each make a pass over memory; these kernels do that arithmetic in one pass. The
-step's thin product itself (a few rows times a fixed weight) also runs here, faster than torch's general
-kernels on the CPUs it was measured on (``panel_product.c``); the large products stay in torch (MKL).
+step's thin product itself (a few rows times a fixed weight) also runs here where it beats torch's
+general kernels (``panel_product.c``); the large products stay in torch.
 The kernels are optional: where no C compiler is found, or ``LMTRAIN_KERNELS=torch`` is set, the cells
 run the same equations in torch (see ``kernel_mode``).
 

@@ -30,10 +30,9 @@ from lmtrain.fast.kernels import ADDRESS, SIZE, c_function, pointer
 from lmtrain.fast.kernels.compiler import kernel_library
 
 FEW_STREAMS = 24
-"""The most streams the generation kernels serve; more go to torch's products. On the README's machine
-(2-layer LSTM, H = 512, V = 100, `generate` with each path forced, alternating) the packed-block kernels
-generated 1.7x torch's tokens/s at 8 streams, 1.5x at 16, 1.07-1.13x at 24, 0.98-1.06x at 32 and 0.9-0.95x
-at 40-48 (at V = 10,000: 1.3x at 16, 1.0x at 32)."""
+"""The most streams the generation kernels serve; more go to torch's products. Reading each weight once per
+token pays while the streams are few; from about 32 streams torch's batched products are as fast
+(``scripts/bench_generate.py --batch-sizes``)."""
 
 BLOCK_ROWS = 64
 """Output rows per packed block: ``BLOCK_ROWS`` in ``generate.c``."""

@@ -161,8 +161,8 @@ void panel_product(int64_t m, int64_t n, int64_t k, const float *x, const float 
 #pragma omp parallel if (m * n * k >= PARALLEL_MIN_MULTIPLY_ADDS)
     {
         pack_rows(m, k, x, packed_rows); /* ends in the barrier of its omp for */
-        /* guided: a thread that finishes early takes more panels; on the README's VM, whose two cores
-         * do not run at the same speed, 1.0-1.13x the speed of an even split */
+        /* guided: a thread that finishes early takes more panels (on virtual machines the cores do
+         * not always run at the same speed, and an even split waits for the slower one) */
 #pragma omp for schedule(guided)
         for (int64_t p = 0; p < panels; ++p) {
             int64_t columns = n - p * PANEL_WIDTH < PANEL_WIDTH ? n - p * PANEL_WIDTH : PANEL_WIDTH;
