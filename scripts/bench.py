@@ -97,7 +97,7 @@ def time_steps(step: Callable[[], None], steps: int, device: torch.device) -> fl
 def matmul_peak(device: torch.device, size: int, repeats: int) -> float:
     """The fp32 matrix-product rate in FLOP/s: the best of ``repeats`` products of two [size, size], on
     torch's ``mm`` and, on a CPU with oneDNN, on oneDNN with the weight laid out once (the faster of the
-    two on the README's AVX-512 AMD CPU, where MKL's rate alone put both LSTMs above 100% of it)."""
+    two on AVX-512 AMD CPUs, where MKL's rate alone put both LSTMs above 100% of it)."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     products = [lambda: torch.mm(a, b)]
