@@ -14,7 +14,7 @@ for each model:
 
 Writes one PNG with both charts side by side (`--figure`): accuracy pooled over the seeds with the
 seeds' lowest and highest as error bars, and the gradient flow averaged over the seeds. Prints Markdown
-tables for the README. Runs go to `RUNS/seedS/CELL` (TensorBoard logs included; earlier ones are
+tables for docs/experiments.md. Runs go to `RUNS/seedS/CELL` (TensorBoard logs included; earlier ones are
 overwritten), every number to `RUNS/results.json`; `--report-only` redraws from that file.
 """
 

@@ -14,9 +14,9 @@ drawing every token as `sampling.next_tokens` does, under `torch.inference_mode`
 - `generate, bf16 weights`: the same on a copy of the model with its weights rounded to bfloat16
   (`lmtrain sample --weights bf16`), which the generation kernels read in half the bytes.
 - `inference_step`: a loop of `model.inference_step` per token and `sampling.next_tokens`, what
-  `generate` runs where its C loop does not apply (and ran everywhere before session 8).
-- `model.step`: the same loop with the model's checked, general `step` (what `generate` used before
-  `inference_step` existed).
+  `generate` runs where its C loop does not apply (more streams, CUDA, no C kernels).
+- `model.step`: the same loop with the model's checked, general `step` (one token at a time with shape
+  checks, the weights not laid out for generation).
 - `nn.LSTM` (`nn.GRU`, `nn.RNN` for `--cell gru`, `rnn`): the same loop with the layers converted to one
   multi-layer torch module (`stack_to_native`), called with a window of one step per token, the way a
   generator built on torch's fused module runs.
@@ -24,7 +24,7 @@ drawing every token as `sampling.next_tokens` does, under `torch.inference_mode`
 Before each vocabulary's rows, a row gives the size of the weights a batch-1 step multiplies and how long
 torch takes to read them once (`torch.sum` over each): a batch-1 step reads each of them once too, so this
 is the scale of a step's time. It is a reference, not a ceiling: the C kernels read faster than `sum` (on
-the README's machine about 100 GB/s against 50-80).
+the development machine about 100 GB/s against 50-80).
 
 `--no-stop` is implied, so every stream generates `--steps` tokens; tokens/s counts the tokens of all
 streams of the batch. The three run interleaved (the order swaps every repetition) after one warm-up

@@ -1,10 +1,10 @@
-"""Print the README's table of cells: their equations and parameter counts, counted from the code.
+"""Print the table of cells in docs/cells.md: their equations and parameter counts, counted from the code.
 
     python scripts/cell_table.py
 
 Counts are for one layer with input size 128 (the embedding) and hidden size 256, built by
 `lmtrain.model.cells.build_layer`; the torch column counts the `torch.nn` module that `to_native()` returns.
-`tests/test_cell_table.py` checks that the README holds exactly this output.
+`tests/test_cell_table.py` checks that docs/cells.md holds exactly this output.
 """
 
 from __future__ import annotations

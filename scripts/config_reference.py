@@ -1,9 +1,9 @@
-"""Print the Markdown table of every config key, its default and its meaning (for the README).
+"""Print the Markdown table of every config key, its default and its meaning (for docs/configuration.md).
 
     python scripts/config_reference.py
 
-The table is generated from the typed sections in `lmtrain/config.py`, so the README cannot drift
-from the code: `tests/test_readme.py` checks that the README holds exactly this output.
+The table is generated from the typed sections in `lmtrain/config.py`, so the reference cannot drift
+from the code: `tests/test_readme.py` checks that docs/configuration.md holds exactly this output.
 """
 
 from __future__ import annotations

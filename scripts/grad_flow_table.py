@@ -1,4 +1,4 @@
-"""Print the gradient-flow measurements of finished runs as a Markdown table (for the README).
+"""Print the gradient-flow measurements of finished runs as a Markdown table (for docs/experiments.md).
 
     lmtrain train configs/quickstart.yaml model.cell=rnn log.grad_flow=true run_dir=runs/gf-rnn
     lmtrain train configs/quickstart.yaml log.grad_flow=true run_dir=runs/gf-lstm

@@ -1,5 +1,5 @@
-"""Smoke tests of the benchmark scripts' helpers (the timings themselves are not tested: the README's
-tables come from running the scripts)."""
+"""Smoke tests of the benchmark scripts' helpers (the timings themselves are not tested: the tables in
+docs/ come from running the scripts)."""
 
 import importlib.util
 import sys

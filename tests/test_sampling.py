@@ -291,8 +291,8 @@ def test_a_short_context_read_by_steps_equals_one_window(cell):
 
 
 def test_a_character_model_whose_text_had_no_line_break_generates_without_a_prompt():
-    """Nothing to condition on: the first token is drawn uniformly from the initial state (this crashed
-    before session 8, the step being handed no state)."""
+    """Nothing to condition on: the first token is drawn from the initial state alone, which must be made
+    even though no token was read (the step is handed no state)."""
     tokenizer = CharTokenizer.build("abcabcab")  # no line break: no boundary token
     model = random_model(tokenizer.vocab_size)
     (sample,) = generate(model, tokenizer, 12, seed=3)
