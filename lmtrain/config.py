@@ -187,11 +187,11 @@ class ModelConfig(Section):
     impl: Literal["auto", "reference", "native", "fused", "custom"] = Field(
         "auto",
         description="Which backend runs the recurrent layers, all computing the same function from the same "
-        "parameters (checkpoints do not depend on it): `auto` picks per layer by the rule in "
-        "docs/performance.md; `reference`, the cell's own step loop in plain torch; `native`, torch's "
-        "`nn.RNN`/`nn.LSTM`/`nn.GRU` (oneDNN, cuDNN), for `rnn`, `lstm` and `gru` with `gru_variant: cudnn`; "
-        "`fused`, lmtrain's fast layer (hand-written backward, C kernels) where it has the cell. `custom` "
-        "is `fused`'s older name.",
+        "parameters (checkpoints do not depend on it): `auto` picks per layer, timing native against fused "
+        "where both apply (docs/backends.md); `reference`, the cell's own step loop in plain torch; "
+        "`native`, torch's `nn.RNN`/`nn.LSTM`/`nn.GRU` (oneDNN, cuDNN), for `rnn`, `lstm` and `gru` with "
+        "`gru_variant: cudnn`; `fused`, lmtrain's fast layer (hand-written backward, C kernels) where it "
+        "has the cell (`custom` is another name for it).",
     )
 
     @model_validator(mode="after")
