@@ -532,7 +532,6 @@ def probe(
     verb is more probable after the shared prefix.
     """
     from lmtrain.analysis.probe import (
-        accuracy_figure,
         build_test_set,
         format_table,
         known_pairs,
@@ -554,6 +553,8 @@ def probe(
         what = f"{config.model.cell}, {config.model.num_layers} x {config.model.hidden_size}, step {step}"
         figure = None
         if plot is not None or tensorboard is not None:
+            from lmtrain.analysis.plots import accuracy_figure  # matplotlib loads only for a plot
+
             figure = accuracy_figure(cells, f"agreement probe: {what}")
         if plot is not None:
             write_figure(figure, plot)
@@ -580,11 +581,11 @@ def probe(
 
 
 def write_figure(figure, path: Path) -> None:
-    """Write a canvas as a PNG file; an unwritable path is a ConfigError."""
-    from lmtrain.analysis.png import write_png
+    """Write a matplotlib figure as a PNG file; an unwritable path is a ConfigError."""
+    from lmtrain.analysis.plots import save_figure
 
     try:
-        write_png(figure.pixels, path)
+        save_figure(figure, path)
     except OSError as error:
         raise ConfigError(f"cannot write --plot {path}: {error.strerror or error}") from None
 
@@ -602,7 +603,7 @@ def log_probe(folder: Path, step: int, cells, figure) -> None:
         logger.scalars(
             step, {f"probe/d{cell.distance:02d}_{names[cell.attractors]}": cell.accuracy for cell in cells}
         )
-        logger.image(step, "probe/accuracy", figure.pixels)
+        logger.figure(step, "probe/accuracy", figure)
     finally:
         logger.close()
 

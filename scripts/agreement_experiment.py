@@ -12,7 +12,7 @@ for each model:
 - the gradient flow g<t> = ‖∂L<T>/∂a<t>‖ (`lmtrain.analysis.grad_flow`), averaged over the first 10 validation
   windows (32 streams, 35 steps, each from a zero state), before training and after.
 
-Writes one PNG with both charts side by side (`--figure`): accuracy pooled over the seeds with the
+Writes one PNG with both plots side by side (`--figure`): accuracy pooled over the seeds with the
 seeds' lowest and highest as error bars, and the gradient flow averaged over the seeds. Prints Markdown
 tables for docs/experiments.md. Runs go to `RUNS/seedS/CELL` (TensorBoard logs included; earlier ones are
 overwritten), every number to `RUNS/results.json`; `--report-only` redraws from that file.
@@ -28,18 +28,9 @@ from pathlib import Path
 
 import torch
 
-from lmtrain.analysis.canvas import Canvas
-from lmtrain.analysis.charts import PALETTE, Axis, Series, decade_axis, line_chart
 from lmtrain.analysis.grad_flow import gradient_flow
-from lmtrain.analysis.png import write_png
-from lmtrain.analysis.probe import (
-    ProbeCell,
-    build_test_set,
-    draw_accuracy_chart,
-    known_pairs,
-    model_scorer,
-    run_probe,
-)
+from lmtrain.analysis.plots import draw_accuracy, draw_gradient_flows, new_figure, save_figure
+from lmtrain.analysis.probe import ProbeCell, build_test_set, known_pairs, model_scorer, run_probe
 from lmtrain.checkpoint import load_checkpoint, restore_model
 from lmtrain.config import Config, load_config
 from lmtrain.data.batching import batchify, get_batch
@@ -79,20 +70,6 @@ def mean_gradient_flow(model: RNNLanguageModel, valid: torch.Tensor, windows: in
     source = batchify(valid, batch)
     norms = [gradient_flow(model, *get_batch(source, i * bptt, bptt)) for i in range(windows)]
     return torch.stack(norms).mean(0)
-
-
-def flow_chart(canvas: Canvas, box, before: dict[str, list[float]], after: dict[str, list[float]]) -> None:
-    values = [value for flows in (before, after) for norms in flows.values() for value in norms]
-    steps = len(next(iter(after.values())))
-    series = []
-    for index, cell in enumerate(after):
-        for label, flows, dashed in (("untrained", before, True), ("trained", after, False)):
-            points = [(t, norm) for t, norm in enumerate(flows[cell], start=1)]
-            series.append(Series(f"{cell} {label}", points, PALETTE[index], dashed=dashed, markers=False))
-    ticks = [(t, str(t)) for t in (1, *range(5, steps, 5), steps)]
-    x_axis = Axis(0.5, steps + 0.5, ticks, f"step t of the window (the loss is at t = {steps})")
-    title = "gradient flow |dL<T>/da<t>|, mean of the seeds"
-    line_chart(canvas, box, title, x_axis, decade_axis(values, "norm"), series)
 
 
 def measure_seed(args: argparse.Namespace, seed: int, pairs) -> dict:
@@ -166,7 +143,7 @@ def pooled(per_seed: list[list[ProbeCell]]) -> list[ProbeCell]:
     ]
 
 
-def report(measured: dict, figure: Path) -> None:
+def report(measured: dict, figure_file: Path) -> None:
     """The PNG (probe accuracy and gradient flow side by side) and the Markdown tables."""
     seeds = measured["seeds"]  # seed -> cell -> run
     first = next(iter(seeds.values()))
@@ -183,19 +160,19 @@ def report(measured: dict, figure: Path) -> None:
         accuracies = spread[(name, cell.distance, cell.attractors)]
         return min(accuracies), max(accuracies)
 
-    canvas = Canvas(1280, 520)
-    title = f"agreement probe: accuracy, {len(seeds)} seeds (bars: lowest to highest)"
-    draw_accuracy_chart(canvas, (0, 0, 640, 520), results, title, seed_range)
-
     def mean_flow(cell: str, key: str) -> list[float]:
         return torch.tensor([runs[cell][key] for runs in seeds.values()]).mean(0).tolist()
 
     before = {cell: mean_flow(cell, "grad_flow_untrained") for cell in cells}
     after = {cell: mean_flow(cell, "grad_flow_trained") for cell in cells}
-    flow_chart(canvas, (640, 0, 640, 520), before, after)
-    figure.parent.mkdir(parents=True, exist_ok=True)
-    write_png(canvas.pixels, figure)
-    print(f"wrote {figure} ({figure.stat().st_size:,} bytes)\n")
+    figure = new_figure(12.8, 5.2)
+    left, right = figure.subplots(1, 2)
+    title = f"agreement probe: accuracy, {len(seeds)} seeds (bars: lowest to highest)"
+    draw_accuracy(left, results, title, seed_range)
+    draw_gradient_flows(right, before, after, "gradient flow of the top layer, mean of the seeds")
+    figure_file.parent.mkdir(parents=True, exist_ok=True)
+    save_figure(figure, figure_file)
+    print(f"wrote {figure_file} ({figure_file.stat().st_size:,} bytes)\n")
 
     def row(name: str, values) -> str:
         return f"| {name} | " + " | ".join(values) + " |"

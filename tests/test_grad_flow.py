@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from lmtrain.analysis.grad_flow import gradient_flow, profile_image
+from lmtrain.analysis.grad_flow import gradient_flow
+from lmtrain.analysis.plots import gradient_flow_figure, save_figure
 from lmtrain.model import RNNLanguageModel
+from tests.test_plots import png_size
 
 
 def reference_norms(model, inputs, targets, state, torch_layer, lstm: bool) -> torch.Tensor:
@@ -64,12 +67,30 @@ def test_monitor_equals_direct_autograd_for_a_two_layer_lstm_and_leaves_the_mode
     assert_close(norms, expected.detach())
 
 
-def test_profile_image_is_a_log_scale_bar_chart():
-    norms = torch.tensor([1e-6, 1e-4, 1e-2, 1.0])
-    image = profile_image(norms)
-    assert image.dtype == torch.uint8 and image.shape == (3, 240, 480)
-    blue = (image[0] == 31) & (image[1] == 119) & (image[2] == 180)  # the bars' colour
-    heights = [int(blue[:, column].sum()) for column in (44 + 50, 44 + 160, 44 + 270, 44 + 380)]
-    assert heights[0] < heights[1] < heights[2] < heights[3]
-    # Equal steps of two decades give equal steps in height: the y axis is logarithmic.
-    assert abs((heights[2] - heights[1]) - (heights[1] - heights[0])) <= 2
+def test_gradient_flow_figure_draws_each_norm_as_a_bar_on_a_log_scale(tmp_path):
+    norms = [1e-6, 1e-4, 1e-2, 1.0]
+    figure = gradient_flow_figure(norms)
+    (ax,) = figure.axes
+    assert [bar.get_height() for bar in ax.patches] == norms
+    assert [bar.get_x() + bar.get_width() / 2 for bar in ax.patches] == [1, 2, 3, 4]  # t = 1..T
+    assert list(ax.get_xticks()) == [1, 2, 3, 4]
+    assert ax.get_yscale() == "log"
+    # Equal steps of two decades are equal steps on the page: the y axis is logarithmic.
+    tops = ax.transData.transform([(1, norm) for norm in norms])[:, 1]
+    steps = [float(b - a) for a, b in zip(tops, tops[1:], strict=False)]
+    assert steps[0] > 0 and steps == pytest.approx([steps[0]] * 3)
+    assert ax.get_xlabel() == "step t of the training window (the loss is at t = T = 4)"
+    assert r"\partial L" in ax.get_ylabel() and r"\partial a" in ax.get_ylabel()
+    assert ax.get_title().startswith("gradient flow through the top layer") and "1.0e-06" in ax.get_title()
+    path = tmp_path / "flow.png"
+    save_figure(figure, path, dpi=100)
+    assert png_size(path) == (640, 360)
+
+
+def test_gradient_flow_figure_leaves_out_a_norm_of_zero(tmp_path):
+    figure = gradient_flow_figure([0.0, 1e-3, 1.0])
+    save_figure(figure, tmp_path / "flow.png", dpi=50)  # draws: a log scale with a 0 on it is no error
+    assert png_size(tmp_path / "flow.png") == (320, 180)
+    (ax,) = figure.axes
+    assert [bar.get_height() for bar in ax.patches] == [0.0, 1e-3, 1.0]
+    assert ax.get_ylim()[0] > 0

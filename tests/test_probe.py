@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
+from lmtrain.analysis.plots import accuracy_figure
 from lmtrain.analysis.probe import (
     ProbeCell,
-    accuracy_figure,
     build_test_set,
     format_table,
     known_pairs,
@@ -29,7 +28,7 @@ from lmtrain.data.agreement import ProbePair, agreement_test_set, vocabulary, wo
 from lmtrain.data.tokenizer import CharTokenizer, WordTokenizer
 from lmtrain.errors import ConfigError
 from tests.conftest import tiny_config_dict
-from tests.test_png import decode
+from tests.test_plots import png_size
 from tests.test_sampling import WORDS, random_model
 from tests.test_scoring import by_hand
 
@@ -134,11 +133,14 @@ def test_table_and_figure_show_every_cell():
     assert [line.split()[0] for line in lines[1:]] == ["0", "1", "2", "4", "8"]
     # Each condition has its own column: distance 0 fills the first, distance 2 the other two.
     assert lines[1].split()[4:] == ["-", "-", "10"] and lines[3].split()[1] == "-"
-    image = accuracy_figure(cells, "test").pixels
-    assert image.shape == (3, 420, 640) and image.dtype == torch.uint8
-    red, blue = torch.tensor([214, 39, 40]), torch.tensor([31, 119, 180])  # attractors, no attractors
-    for color in (red, blue):
-        assert (image == color[:, None, None]).all(0).sum() > 100
+    (ax,) = accuracy_figure(cells, "test").axes
+    assert ax.get_title() == "test"
+    plotted = {container.get_label(): container[0] for container in ax.containers}
+    for label, attractors in (("no attractors", False), ("attractors", True)):
+        # Distances 0 and 1 (nothing between) start both lines; then the condition's own cells.
+        chosen = [cell for cell in cells if cell.attractors in (None, attractors)]
+        assert [cell.distance for cell in chosen] == [0, 1, 2, 4, 8]
+        assert list(plotted[label].get_ydata()) == [cell.accuracy for cell in chosen]
 
 
 # ----- the command line -----------------------------------------------------------------------------
@@ -166,12 +168,14 @@ def test_probe_prints_the_table_and_writes_a_png_and_tensorboard_events(agreemen
     table = lines[lines.index(next(line for line in lines if line.split()[:1] == ["distance"])) :]
     assert [line.split()[0] for line in table[1:]] == ["0", "2", "8"]
     assert table[2].split()[-1] == "20"
-    assert decode(plot.read_bytes()).shape == (3, 420, 640)
+    assert png_size(plot) == (960, 630)  # 6.4 x 4.2 inches at 150 dpi
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     accumulator = EventAccumulator(str(events))
     accumulator.Reload()
     assert "probe/accuracy" in accumulator.Tags()["images"]
+    (image,) = accumulator.Images("probe/accuracy")
+    assert (image.step, image.width, image.height) == (3, 640, 420)  # the figure at 100 dpi
     assert "probe/d08_attractors" in accumulator.Tags()["scalars"]
     assert accumulator.Scalars("probe/d08_attractors")[0].step == 3
 
@@ -198,4 +202,4 @@ def test_probe_in_a_real_process(agreement_checkpoint, tmp_path):
     process = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert process.returncode == 0, process.stderr
     assert "distance" in process.stdout and process.stderr.strip() == f"wrote {plot}"
-    assert decode(plot.read_bytes()).shape == (3, 420, 640)
+    assert png_size(plot) == (960, 630)  # 6.4 x 4.2 inches at 150 dpi

@@ -22,12 +22,12 @@ from tests.conftest import tiny_config_dict
 
 
 class RecordingLogger:
-    """A MetricLogger that keeps every scalar, for assertions."""
+    """A MetricLogger that keeps everything logged, for assertions."""
 
     def __init__(self):
         self.values = defaultdict(list)
         self.texts = []
-        self.images = []
+        self.figures = []
         self.hparam_calls = []
 
     def scalars(self, step, values):
@@ -37,8 +37,8 @@ class RecordingLogger:
     def text(self, step, tag, text):
         self.texts.append((step, tag, text))
 
-    def image(self, step, tag, image):
-        self.images.append((step, tag, image))
+    def figure(self, step, tag, figure):
+        self.figures.append((step, tag, figure))
 
     def hparams(self, step, params, metrics):
         self.hparam_calls.append((step, params, metrics))
@@ -162,7 +162,7 @@ def test_resume_across_an_epoch_boundary_with_every_stateful_option(tiny_corpus,
     lrs = [lr for _, lr in whole.values["train/lr"]]
     assert len(set(lrs)) > 5  # the windows' lengths and the plateau both moved the lr
     assert [lr for _, lr in first.values["train/lr"] + second.values["train/lr"]] == lrs
-    assert first.values["train/clipped_fraction"] and whole.images  # clipping and the monitor ran
+    assert first.values["train/clipped_fraction"] and whole.figures  # clipping and the monitor ran
     whole_last = load_checkpoint(tmp_path / "whole" / "last.pt")
     split_last = load_checkpoint(tmp_path / "split" / "last.pt")
     assert whole_last["progress"]["epoch"] == split_last["progress"]["epoch"] >= 2
@@ -316,7 +316,12 @@ def test_metrics_samples_grad_flow_and_hparams_are_logged(tiny_corpus, tmp_path)
         assert logger.values[tag], tag
     assert [step for step, _ in logger.values["valid/loss"]] == [10, 20, 30]
     assert [step for step, _, _ in logger.texts] == [10, 20, 30]
-    assert [(step, tag) for step, tag, _ in logger.images] == [(s, "grad_flow/profile") for s in (10, 20, 30)]
+    assert [(s, tag) for s, tag, _ in logger.figures] == [(s, "grad_flow/profile") for s in (10, 20, 30)]
+    # The plot shows the logged norms: one bar per step t of the window.
+    _, _, figure = logger.figures[-1]
+    heights = [bar.get_height() for bar in figure.axes[0].patches]
+    logged = {tag: value for tag, values in logger.values.items() for step, value in values if step == 30}
+    assert heights == [logged[f"grad_flow/t{t:03d}"] for t in range(1, len(heights) + 1)] and len(heights) > 5
     ((step, params, metrics),) = logger.hparam_calls
     assert step == 30
     assert params["model.cell"] == "lstm" and params["train.lr"] == 0.01 and params["train.epochs"] == 5
@@ -346,6 +351,8 @@ def test_tensorboard_events_are_written(tiny_corpus, tmp_path):
     tags = accumulator.Tags()
     assert {"train/loss", "grad_flow/t005", "final/valid_perplexity"} <= set(tags["scalars"])
     assert tags["images"] == ["grad_flow/profile"]
+    (image,) = accumulator.Images("grad_flow/profile")
+    assert (image.step, image.width, image.height) == (5, 640, 360)  # the figure at 100 dpi
     assert set(accumulator.PluginTagToContent("hparams")) == {
         "_hparams_/experiment",
         "_hparams_/session_start_info",

@@ -21,12 +21,12 @@ layer's `step` (which computes exactly what `forward` computes) that keeps every
 own forward does the rest. It runs in eval mode, so dropout is off and no random numbers are
 drawn (a run with the monitor trains exactly like one without), and takes gradients with
 `torch.autograd.grad`, leaving the parameters' `.grad` alone. With `log.grad_flow` off none of
-this code runs: the training step is never instrumented.
+this code runs: the training step is never instrumented. The plot of g<t> is
+`lmtrain.analysis.plots.gradient_flow_figure`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lmtrain.analysis.canvas import GRID, INK, Canvas, Color, text_height, text_width
 from lmtrain.data.batching import State
 from lmtrain.model.language_model import RNNLanguageModel
 
@@ -80,49 +79,3 @@ def gradient_flow(
     finally:
         model.train(was_training)
     return torch.stack([grad.norm() for grad in grads]).detach().float().cpu()
-
-
-# ----- the plot --------------------------------------------------------------------------------
-# TensorBoard shows images, and matplotlib is not a dependency of lmtrain: a bar chart on a log
-# scale is a few rectangles and labels, drawn on a `Canvas`. Same picture on every install, and the
-# tests can check its pixels.
-
-BAR: Color = (31, 119, 180)
-WIDTH, HEIGHT = 480, 240
-LEFT, RIGHT, TOP, BOTTOM = 44, 8, 8, 20  # margins around the plot area
-
-
-def profile_image(norms: Tensor) -> Tensor:
-    """A bar chart of `norms` `[T]` against t = 1..T on a log scale: a uint8 image `[3, H, W]`.
-
-    Horizontal lines mark the powers of ten, labelled `1e-3` and so on on the left; the x axis is
-    labelled with the first and the last step.
-    """
-    values = norms.double().clamp_min(1e-30)
-    smallest = math.log10(float(values.min()))
-    low = math.floor(smallest - 0.1)  # leave the smallest bar a visible height
-    high = max(math.ceil(math.log10(float(values.max()))), low + 1)
-    canvas = Canvas(WIDTH, HEIGHT)
-    plot_bottom, plot_height = HEIGHT - BOTTOM, HEIGHT - BOTTOM - TOP
-    plot_width = WIDTH - LEFT - RIGHT
-
-    def y_of(log_value: float) -> int:
-        return round(plot_bottom - (log_value - low) / (high - low) * plot_height)
-
-    label_every = math.ceil((high - low + 1) / 8)  # at most 8 labels
-    for decade in range(low, high + 1):
-        y = y_of(decade)
-        canvas.fill(LEFT, y, WIDTH - RIGHT, y + 1, GRID)
-        if (decade - low) % label_every == 0:
-            canvas.text(f"1e{decade}", 2, y - text_height() // 2)
-    steps = values.numel()
-    for t, value in enumerate(values.tolist()):
-        x0 = LEFT + t * plot_width // steps
-        x1 = max(LEFT + (t + 1) * plot_width // steps - 1, x0 + 1)
-        canvas.fill(x0, y_of(math.log10(value)), x1, plot_bottom, BAR)
-    canvas.fill(LEFT, plot_bottom, WIDTH - RIGHT, plot_bottom + 1, INK)
-    canvas.fill(LEFT - 1, TOP, LEFT, plot_bottom + 1, INK)
-    canvas.text("t=1", LEFT, plot_bottom + 4)
-    last = f"t={steps}"
-    canvas.text(last, WIDTH - RIGHT - text_width(last), plot_bottom + 4)
-    return canvas.pixels

@@ -16,6 +16,7 @@ as wrong. Accuracy is reported per distance (words between subject and verb) and
 
 The test set is a function of the distances, the pairs per condition and the seed alone (see
 `agreement.agreement_test_set`); no grammatical sentence in it is a line of the bundled training text.
+The plot of the results is `lmtrain.analysis.plots.accuracy_figure`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lmtrain.analysis.canvas import Canvas, Color
-from lmtrain.analysis.charts import PALETTE, Axis, Series, line_chart
 from lmtrain.data.agreement import ProbePair, agreement_test_set, bundled_training_sentences
 from lmtrain.data.tokenizer import Tokenizer, WordTokenizer, format_tokens
 from lmtrain.errors import ConfigError
@@ -210,83 +209,3 @@ def probe_to_dict(cells: list[ProbeCell]) -> dict:
         "cells": [cell.to_dict() for cell in cells],
         "overall": overall,
     }
-
-
-ErrorBar = Callable[[str, ProbeCell], tuple[float, float]]
-"""The (low, high) error bar of a model's cell; by default its 95% Wilson interval."""
-
-
-def wilson_bar(name: str, cell: ProbeCell) -> tuple[float, float]:
-    return cell.interval
-
-
-def accuracy_series(
-    cells: list[ProbeCell],
-    positions: dict[int, float],
-    name: str,
-    colors: tuple[Color, Color],
-    shift: float = 0.0,
-    error_bar: ErrorBar = wilson_bar,
-) -> list[Series]:
-    """Two lines for one model: without attractors (dashed, `colors[0]`) and with them (solid,
-    `colors[1]`), with error bars. The points at distances without nouns between (0 and 1) start
-    both lines. `shift` moves the points sideways so that several models' error bars stay apart.
-    """
-    series = []
-    conditions = ((False, "no attractors", True, colors[0]), (True, "attractors", False, colors[1]))
-    for attractors, suffix, dashed, color in conditions:
-        chosen = sorted(
-            (cell for cell in cells if cell.attractors in (None, attractors)), key=lambda cell: cell.distance
-        )
-        series.append(
-            Series(
-                f"{name} {suffix}".strip(),
-                [(positions[cell.distance] + shift, cell.accuracy) for cell in chosen],
-                color,
-                dashed=dashed,
-                errors=[error_bar(name, cell) for cell in chosen],
-            )
-        )
-    return series
-
-
-def distance_axis(distances: list[int]) -> tuple[Axis, dict[int, int]]:
-    """Distances at evenly spaced positions (0, 1, 2, 4, 8 are not evenly spaced numbers)."""
-    positions = {distance: index for index, distance in enumerate(sorted(distances))}
-    ticks = [(index, str(distance)) for distance, index in positions.items()]
-    return Axis(-0.3, len(positions) - 0.7, ticks, "words between subject and verb"), positions
-
-
-def accuracy_axis(lowest: float) -> Axis:
-    """From chance (0.5), or lower in steps of 0.1 when an accuracy falls below it, to 1."""
-    low = min(0.5, math.floor(lowest * 10) / 10)
-    ticks = [(tenths / 10, f"{tenths / 10:.1f}") for tenths in range(round(low * 10), 11)]
-    return Axis(low, 1.0, ticks, "accuracy")
-
-
-def draw_accuracy_chart(
-    canvas: Canvas,
-    box: tuple[int, int, int, int],
-    results: dict[str, list[ProbeCell]],
-    title: str,
-    error_bar: ErrorBar = wilson_bar,
-) -> None:
-    """Accuracy against distance for one or more models (`results`: name -> cells), chance dashed at 0.5."""
-    distances = sorted({cell.distance for cells in results.values() for cell in cells})
-    x_axis, positions = distance_axis(distances)
-    series = []
-    for index, (name, cells) in enumerate(results.items()):
-        # One model: a colour per condition; several: a colour per model, the condition by the dashes.
-        color = PALETTE[index % len(PALETTE)]
-        colors = (PALETTE[2], PALETTE[0]) if len(results) == 1 else (color, color)
-        shift = 0.08 * (index - (len(results) - 1) / 2)
-        series += accuracy_series(cells, positions, name, colors, shift, error_bar)
-    lowest = min(error_bar(name, cell)[0] for name, cells in results.items() for cell in cells)
-    line_chart(canvas, box, title, x_axis, accuracy_axis(lowest), series, reference=0.5)
-
-
-def accuracy_figure(cells: list[ProbeCell], title: str, width: int = 640, height: int = 420) -> Canvas:
-    """The probe's plot: accuracy against distance, with and without attractors."""
-    canvas = Canvas(width, height)
-    draw_accuracy_chart(canvas, (0, 0, width, height), {"": cells}, title)
-    return canvas

@@ -1,18 +1,20 @@
 """Where training metrics go: a small `MetricLogger` protocol and its implementations.
 
-The trainer calls `scalars(step, {...})`, `text(step, tag, text)`, `image(step, tag, image)` and,
-when a run ends, `hparams(step, config values, final metrics)`; `TensorBoardLogger` writes event files into
-the run directory (watch them with `tensorboard --logdir runs`: every run directory is one run, and
-the HParams tab lists them side by side with their final metrics), `NullLogger` drops everything
-(for `log.tensorboard: false` and for tests).
+The trainer calls `scalars(step, {...})`, `text(step, tag, text)`, `figure(step, tag, figure)` (a
+matplotlib `Figure` from `lmtrain.analysis.plots`) and, when a run ends, `hparams(step, config values,
+final metrics)`; `TensorBoardLogger` writes event files into the run directory (watch them with
+`tensorboard --logdir runs`: every run directory is one run, and the HParams tab lists them side by
+side with their final metrics), `NullLogger` drops everything (for `log.tensorboard: false` and for
+tests).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from torch import Tensor
+if TYPE_CHECKING:  # matplotlib loads only where a figure is drawn
+    from matplotlib.figure import Figure
 
 
 class MetricLogger(Protocol):
@@ -20,7 +22,7 @@ class MetricLogger(Protocol):
 
     def text(self, step: int, tag: str, text: str) -> None: ...
 
-    def image(self, step: int, tag: str, image: Tensor) -> None: ...
+    def figure(self, step: int, tag: str, figure: Figure) -> None: ...
 
     def hparams(
         self, step: int, params: dict[str, float | int | str | bool], metrics: dict[str, float]
@@ -38,7 +40,7 @@ class NullLogger:
     def text(self, step: int, tag: str, text: str) -> None:
         pass
 
-    def image(self, step: int, tag: str, image: Tensor) -> None:
+    def figure(self, step: int, tag: str, figure: Figure) -> None:
         pass
 
     def hparams(
@@ -51,7 +53,7 @@ class NullLogger:
 
 
 class TensorBoardLogger:
-    """Scalars and text samples as TensorBoard event files in `log_dir`."""
+    """Scalars, text samples and figures as TensorBoard event files in `log_dir`."""
 
     def __init__(self, log_dir: Path, purge_step: int | None = None):
         # Imported here: loading TensorBoard takes a second that `sample` and `--help` need not pay.
@@ -71,9 +73,9 @@ class TensorBoardLogger:
         self.writer.add_text(tag, "\n".join("    " + line for line in text.splitlines()), step)
         self.writer.flush()
 
-    def image(self, step: int, tag: str, image: Tensor) -> None:
-        """A uint8 RGB image `[3, H, W]`."""
-        self.writer.add_image(tag, image, step, dataformats="CHW")
+    def figure(self, step: int, tag: str, figure: Figure) -> None:
+        """The figure rendered to an image (Images tab) at its own size and dpi; the figure is closed."""
+        self.writer.add_figure(tag, figure, step)
         self.writer.flush()
 
     def hparams(

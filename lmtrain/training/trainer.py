@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lmtrain.analysis.grad_flow import gradient_flow, profile_image
+from lmtrain.analysis.grad_flow import gradient_flow
 from lmtrain.checkpoint import load_checkpoint, make_checkpoint, restore_config, save_checkpoint
 from lmtrain.config import Config, config_to_yaml
 from lmtrain.data.batching import State, TokenStreams, WindowLengths, detach_state, get_batch
@@ -403,7 +403,10 @@ class Trainer:
         values = {f"grad_flow/t{t:03d}": float(norm) for t, norm in enumerate(norms.tolist(), start=1)}
         values["grad_flow/ratio_first_to_last"] = float(norms[0] / norms[-1].clamp_min(1e-30))
         logger.scalars(self.step, values)
-        logger.image(self.step, "grad_flow/profile", profile_image(norms))
+        # Imported here: matplotlib loads only in runs that draw this plot.
+        from lmtrain.analysis.plots import gradient_flow_figure
+
+        logger.figure(self.step, "grad_flow/profile", gradient_flow_figure(norms.tolist()))
 
     def evaluate_and_save(self, logger: MetricLogger, scheduled: bool = True) -> None:
         """Evaluate, log, let the schedule see the loss, checkpoint, and log a sample (and the gradient flow).
