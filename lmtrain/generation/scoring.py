@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from lmtrain.data.corpus import read_text
+from lmtrain.data.text import read_text
 from lmtrain.data.tokenizer import Tokenizer
 from lmtrain.errors import ConfigError, DataError
 from lmtrain.generation.sampling import boundary_token, encode_text

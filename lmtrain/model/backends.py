@@ -36,15 +36,12 @@ import functools
 import importlib
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from lmtrain.errors import LmtrainError
-
-if TYPE_CHECKING:
-    from lmtrain.model.cells.base import RecurrentLayer, State, Step
 
 IMPLS = ("auto", "reference", "native", "fused", "custom")
 """The values of ``model.impl``; ``custom`` is ``fused``'s older name."""
@@ -55,10 +52,16 @@ BACKENDS = ("reference", "native", "fused")
 FAST_LAYER_MODULE = "lmtrain.fast"
 """The optional subpackage that registers the ``fused`` backend and the fast generation steps."""
 
-WindowFunction = Callable[["RecurrentLayer", Tensor, "State"], "tuple[Tensor, State]"]
+State = tuple[Tensor, ...]
+"""A layer's recurrent state: ``(a,)`` for rnn, gru and esn, ``(a, c)`` for lstm, each ``[B, H]``."""
+
+Step = Callable[[Tensor, State], tuple[Tensor, State]]
+"""One time step, ``(x_t, state) -> (y_t, state)``; see ``RecurrentLayer.inference_step``."""
+
+WindowFunction = Callable[[nn.Module, Tensor, State], tuple[Tensor, State]]
 """``run(layer, x [T, B, input_size], state) -> (y [T, B, H], state)``: a fused window of one cell class."""
 
-StepFactory = Callable[["RecurrentLayer", "Tensor | None"], "Step | None"]
+StepFactory = Callable[[nn.Module, Tensor | None], Step | None]
 """``make(layer, embedding) -> step`` for generation (see ``RecurrentLayer.inference_step``), or None where
 the fast step does not apply (the reference step then runs)."""
 
@@ -112,7 +115,7 @@ def module_class(role: str, default: type[nn.Module], impl: str) -> type[nn.Modu
     return fast or default
 
 
-def resolve_backend(layer: RecurrentLayer, x: Tensor) -> str:
+def resolve_backend(layer: nn.Module, x: Tensor) -> str:
     """The backend that runs ``layer`` on ``x`` under the layer's ``impl`` (see the module's rule)."""
     impl = layer.impl
     if impl == "native":
@@ -134,12 +137,12 @@ def cpu_autocast_enabled() -> bool:
     return torch.is_autocast_cpu_enabled()
 
 
-def fused_window(layer: RecurrentLayer) -> WindowFunction | None:
+def fused_window(layer: nn.Module) -> WindowFunction | None:
     """The fast layer's window for this layer's exact class, or None."""
     return FUSED_WINDOWS.get(type(layer)) if fast_layer() else None
 
 
-def generation_step(layer: RecurrentLayer, embedding: Tensor | None) -> Step | None:
+def generation_step(layer: nn.Module, embedding: Tensor | None) -> Step | None:
     """The fast layer's generation step for this layer, or None (then the reference step runs)."""
     if layer.impl == "reference" or not fast_layer():
         return None

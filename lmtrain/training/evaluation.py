@@ -24,7 +24,8 @@ import torch
 
 from lmtrain.config import Config
 from lmtrain.data.batching import TokenStreams, batchify, get_batch, window_starts
-from lmtrain.data.corpus import encode_split, read_text, split_paths
+from lmtrain.data.corpus import encode_split, split_paths
+from lmtrain.data.text import read_text
 from lmtrain.data.tokenizer import Tokenizer, WordTokenizer
 from lmtrain.devices import state_in
 from lmtrain.errors import ConfigError, DataError

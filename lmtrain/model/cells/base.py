@@ -19,20 +19,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmtrain.model import backends
-from lmtrain.model.backends import IMPLS
-
-State = tuple[Tensor, ...]
-"""A layer's recurrent state: ``(a,)`` for rnn, gru and esn, ``(a, c)`` for lstm, each ``[B, H]``."""
-
-Step = Callable[[Tensor, State], tuple[Tensor, State]]
-"""One time step, ``(x_t, state) -> (y_t, state)``; see ``RecurrentLayer.inference_step``."""
+from lmtrain.model.backends import IMPLS, State, Step
 
 INITS = ("default", "xavier", "orthogonal", "he", "identity")
 """Weight initialisation schemes, by the name a config uses (see ``RecurrentLayer.reset_parameters``)."""
