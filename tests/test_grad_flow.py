@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from lmtrain.analysis.grad_flow import gradient_flow, profile_image
+from lmtrain.config import ModelConfig
 from lmtrain.model import RNNLanguageModel
 
 
@@ -35,7 +36,8 @@ def window(vocab: int, steps: int, batch: int, seed: int) -> tuple[torch.Tensor,
 
 def test_monitor_equals_direct_autograd_for_a_vanilla_rnn():
     torch.manual_seed(0)
-    model = RNNLanguageModel(7, cell="rnn", embedding_size=3, hidden_size=4, num_layers=1, dropout=0.3)
+    config = ModelConfig(cell="rnn", embedding_size=3, hidden_size=4, num_layers=1, dropout=0.3)
+    model = RNNLanguageModel(7, config)
     inputs, targets = window(7, steps=6, batch=2, seed=1)
     state = [(torch.randn(2, 4),)]
     norms = gradient_flow(model, inputs, targets, state)
@@ -49,7 +51,8 @@ def test_monitor_equals_direct_autograd_for_a_vanilla_rnn():
 
 def test_monitor_equals_direct_autograd_for_a_two_layer_lstm_and_leaves_the_model_alone():
     torch.manual_seed(1)
-    model = RNNLanguageModel(9, cell="lstm", embedding_size=5, hidden_size=6, num_layers=2, dropout=0.5)
+    config = ModelConfig(cell="lstm", embedding_size=5, hidden_size=6, num_layers=2, dropout=0.5)
+    model = RNNLanguageModel(9, config)
     model.train()
     inputs, targets = window(9, steps=8, batch=3, seed=2)
     state = [(torch.randn(3, 6), torch.randn(3, 6)) for _ in range(2)]

@@ -311,7 +311,7 @@ def bidirectional_checkpoint(tmp_path_factory, tiny_corpus) -> Path:
     config = config_from_dict(tiny_config_dict(tiny_corpus, folder / "run", model={"bidirectional": True}))
     tokenizer = load_corpus(config.data).tokenizer
     torch.manual_seed(0)
-    model = RNNLanguageModel.from_config(tokenizer.vocab_size, config.model)
+    model = RNNLanguageModel(tokenizer.vocab_size, config.model)
     path = folder / "bidirectional.pt"
     save_checkpoint(make_checkpoint(config, tokenizer, model, None, {"step": 0}), path)
     return path

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
+from lmtrain.config import ModelConfig
 from lmtrain.fast import onednn_linear
 from lmtrain.fast.linear import Linear
 from lmtrain.fast.onednn_linear import onednn_available
@@ -95,7 +96,10 @@ def test_a_tied_decoder_trains_like_the_plain_model(onednn_everywhere, monkeypat
     def loss_and_gradients(on_onednn: bool):
         monkeypatch.setattr(onednn_linear, "onednn_outpaces_mkl", lambda: on_onednn)
         torch.manual_seed(0)
-        model = RNNLanguageModel(40, "gru", 16, 16, 1, tie_weights=True)
+        config = ModelConfig(
+            cell="gru", embedding_size=16, hidden_size=16, num_layers=1, dropout=0.0, tie_weights=True
+        )
+        model = RNNLanguageModel(40, config)
         tokens = torch.randint(40, (6, 3), generator=torch.Generator().manual_seed(1))
         loss, _ = model.language_model_loss(tokens[:-1], tokens[1:])
         loss.backward()

@@ -457,7 +457,7 @@ def test_impl_native_trains_like_custom_and_its_checkpoint_runs_custom(tiny_corp
     checkpoint = load_checkpoint(tmp_path / "native" / "last.pt")
     native_model, _, config = restore_model(checkpoint)
     assert config.model.impl == "native"
-    custom_model = RNNLanguageModel.from_config(
+    custom_model = RNNLanguageModel(
         native_model.vocab_size, config.model.model_copy(update={"impl": "fused"})
     )
     custom_model.load_state_dict(checkpoint["model"])

@@ -174,7 +174,7 @@ def score_texts(
         TextScore(text, SequenceScore([tokenizer.tokens[i] for i in sequence[1:]], log_probs))
         for text, sequence, log_probs in zip(texts, sequences, forward, strict=True)
     ]
-    if model.bidirectional:
+    if model.config.bidirectional:
         backward = sequence_log_probs(model, sequences, backward=True)
         for score, sequence, log_probs in zip(scores, sequences, backward, strict=True):
             score.backward = SequenceScore([tokenizer.tokens[i] for i in sequence[:-1]], log_probs)

@@ -189,5 +189,5 @@ def evaluate_file(
     unk = int((ids == tokenizer.unk_id).sum()) if isinstance(tokenizer, WordTokenizer) else 0
     result = evaluate(model, ids, batch_size, bptt)
     return TextEvaluation(
-        Path(path), tokenizer.kind, model.bidirectional, ids.numel(), unk, batch_size, bptt, result
+        Path(path), tokenizer.kind, model.config.bidirectional, ids.numel(), unk, batch_size, bptt, result
     )
