@@ -18,22 +18,14 @@ from lmtrain.model.cells import (
     layer_class,
 )
 
-T, B, IN, H = 5, 2, 3, 4
+from helpers import LAYER_KINDS
 
-KINDS = {
-    "rnn": {"cell": "rnn"},
-    "relu": {"cell": "rnn", "nonlinearity": "relu"},
-    "gru": {"cell": "gru"},
-    "gru-cudnn": {"cell": "gru", "gru_variant": "cudnn"},
-    "lstm": {"cell": "lstm"},
-    "esn": {"cell": "esn"},
-}
-"""Every layer a config can select, by a test id: its `ModelConfig` fields."""
+T, B, IN, H = 5, 2, 3, 4
 
 
 def _layer(kind: str, **options) -> nn.Module:
     torch.manual_seed(0)
-    return build_layer(ModelConfig(**KINDS[kind], hidden_size=H, **options), IN).double()
+    return build_layer(ModelConfig(**LAYER_KINDS[kind], hidden_size=H, **options), IN).double()
 
 
 def _input(seed: int = 1) -> torch.Tensor:
@@ -130,7 +122,7 @@ def _by_hand(kind, layer, x, state):
     return _lstm_by_hand(layer, x, *state)
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 @pytest.mark.parametrize("nonzero_state", [False, True], ids=["zero_state", "given_state"])
 @torch.no_grad()
 def test_forward_matches_the_equations(kind, nonzero_state):
@@ -148,7 +140,7 @@ def test_forward_matches_the_equations(kind, nonzero_state):
         assert_close(got, expected)
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 def test_step_repeated_equals_forward(kind):
     layer = _layer(kind)
     x = _input()
@@ -166,7 +158,7 @@ def test_step_repeated_equals_forward(kind):
         assert_close(got, expected)
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 def test_gradient_flows_through_the_state_to_the_first_input(kind):
     layer = _layer(kind)
     x = _input().requires_grad_()
@@ -177,7 +169,7 @@ def test_gradient_flows_through_the_state_to_the_first_input(kind):
     assert torch.count_nonzero(x.grad[0]) > 0
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 def test_initial_state_is_zeros_of_the_right_shape(kind):
     layer = _layer(kind)
     state = layer.initial_state(B)
@@ -203,7 +195,7 @@ def test_parameter_shapes_and_lstm_forget_bias():
         assert parameter.abs().max() <= bound
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 @pytest.mark.parametrize("initial_state", ["given", "learned"])
 def test_gradcheck(kind, initial_state):
     """Analytic gradients of the input, the given initial state and every parameter against finite
@@ -276,7 +268,7 @@ def test_xavier_orthogonal_he_schemes(kind):
     assert orthogonal.weight_ax.abs().max() <= bound
 
     torch.manual_seed(0)
-    he = build_layer(ModelConfig(**KINDS[kind], hidden_size=64, init="he"), 64)
+    he = build_layer(ModelConfig(**LAYER_KINDS[kind], hidden_size=64, init="he"), 64)
     std = torch.cat([he.weight_aa.flatten(), he.weight_ax.flatten()]).detach().std()
     assert abs(float(std) - (2 / 128) ** 0.5) < 0.01
 
@@ -321,7 +313,7 @@ def test_default_init_is_pytorchs_uniform():
             assert 0 < parameter.abs().max() <= bound
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 def test_random_initial_state_is_fresh_in_training_and_zero_in_eval(kind):
     layer = _layer(kind, initial_state="random", initial_state_scale=0.5)
     first, second = layer.initial_state(64), layer.initial_state(64)
@@ -338,7 +330,7 @@ def test_random_initial_state_is_fresh_in_training_and_zero_in_eval(kind):
     assert torch.equal(layer(x)[0], layer(x)[0])
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 def test_learned_initial_state_is_a_trained_parameter(kind):
     layer = _layer(kind, initial_state="learned")
     names = ["initial_a", "initial_c"] if kind == "lstm" else ["initial_a"]
@@ -371,7 +363,7 @@ def test_layer_options_are_validated():
         layer_class("gru", gru_variant="keras")
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 def test_bad_shapes_raise_value_error(kind):
     layer = _layer(kind)
     good_state = layer.initial_state(B)

@@ -17,9 +17,8 @@ from lmtrain.checkpoint import load_checkpoint, restore_model
 from lmtrain.config import ModelConfig, config_from_dict
 from lmtrain.model.cells import build_layer
 from lmtrain.training.trainer import train
-from tests.conftest import tiny_config_dict
-from tests.test_cells import KINDS
-from tests.test_cli import invoke
+
+from helpers import LAYER_KINDS, invoke, tiny_config_dict
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -37,9 +36,9 @@ def _gradients(layer, x, state):
     return outputs.detach(), [tensor.detach() for tensor in final], grads, x.grad
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
 def test_every_layer_on_cuda_equals_its_cpu_result_in_float64(kind):
-    config = ModelConfig(**KINDS[kind], hidden_size=H)
+    config = ModelConfig(**LAYER_KINDS[kind], hidden_size=H)
     torch.manual_seed(0)
     on_cpu = build_layer(config, IN).double()
     on_gpu = build_layer(config, IN).double().cuda()

@@ -17,7 +17,8 @@ from lmtrain.data import text as text_module
 from lmtrain.data.corpus import load_corpus
 from lmtrain.data.datasets import Dataset, Download, fetch_dataset, fetch_file
 from lmtrain.errors import ConfigError, DataError
-from tests.conftest import SHARED_DATA, needs_shared_data
+
+from helpers import SHARED_DATA, needs_shared_data
 
 # ---------------------------------------------------------------- the bundled corpus
 

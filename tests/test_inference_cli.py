@@ -17,8 +17,8 @@ from lmtrain.config import config_from_dict
 from lmtrain.data.corpus import load_corpus
 from lmtrain.model import RNNLanguageModel
 from lmtrain.training.trainer import train
-from tests.conftest import tiny_config_dict
-from tests.test_cli import assert_one_line_error, invoke
+
+from helpers import assert_one_line_error, invoke, tiny_config_dict
 
 SENTENCE = "the cats that the dog loves were hungry ."
 WRONG_NUMBER = "the cats that the dog loves was hungry ."

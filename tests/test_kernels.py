@@ -28,9 +28,7 @@ from lmtrain.generation import sampling
 from lmtrain.model import RNNLanguageModel
 from lmtrain.model.cells import build_layer
 
-needs_kernels = pytest.mark.skipif(
-    compiler.find_compiler() is None, reason="no C compiler here: the kernels cannot be built"
-)
+from fast_helpers import GENERATION_CELLS, needs_kernels
 
 pytestmark = pytest.mark.fast  # tests of lmtrain.fast itself: skipped with LMTRAIN_FAST=off
 
@@ -255,16 +253,6 @@ def test_cli_rejects_an_unknown_mode_before_any_work(monkeypatch):
 
 
 # ----- generation kernels ---------------------------------------------------------------------------
-
-
-GENERATION_CELLS = {
-    "lstm": {"cell": "lstm"},
-    "gru": {"cell": "gru"},
-    "gru-cudnn": {"cell": "gru", "gru_variant": "cudnn"},
-    "rnn-tanh": {"cell": "rnn"},
-    "rnn-relu": {"cell": "rnn", "nonlinearity": "relu"},
-}
-"""Every cell with a C generation step, by test id: ``ModelConfig`` fields."""
 
 
 @needs_kernels

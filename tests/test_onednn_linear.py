@@ -4,7 +4,6 @@ where they were measured to pay, and the LSTM and GRU windows that use them stil
 import pytest
 import torch
 from torch.testing import assert_close
-from window_reference import assert_window_matches_cell_loop
 
 from lmtrain.fast import onednn_linear
 from lmtrain.fast.onednn_linear import (
@@ -19,6 +18,8 @@ from lmtrain.fast.onednn_linear import (
 )
 from lmtrain.fast.weight_gradient import input_gradient
 from lmtrain.model.cells import GRULayer, LSTMLayer
+
+from fast_helpers import assert_window_matches_cell_loop
 
 pytestmark = pytest.mark.fast  # tests of lmtrain.fast itself: skipped with LMTRAIN_FAST=off
 

@@ -3,42 +3,14 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import pytest
 import torch
 
 from lmtrain.analysis.canvas import Canvas, text_width
-from lmtrain.analysis.png import SIGNATURE, encode_png
+from lmtrain.analysis.png import encode_png
 
-
-def read_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(type, data) of every chunk, checking each CRC on the way."""
-    assert data[:8] == SIGNATURE
-    chunks, offset = [], 8
-    while offset < len(data):
-        (length,) = struct.unpack(">I", data[offset : offset + 4])
-        kind = data[offset + 4 : offset + 8]
-        body = data[offset + 8 : offset + 8 + length]
-        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
-        assert crc == zlib.crc32(kind + body), f"bad CRC in {kind}"
-        chunks.append((kind, body))
-        offset += 12 + length
-    return chunks
-
-
-def decode(data: bytes) -> torch.Tensor:
-    """The image `[3, H, W]` of a PNG written by `encode_png` (RGB, 8 bits, filter type 0 rows)."""
-    chunks = read_chunks(data)
-    assert [kind for kind, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"]
-    width, height, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
-    assert (depth, colour, compression, filtering, interlace) == (8, 2, 0, 0, 0)
-    raw = zlib.decompress(chunks[1][1])
-    assert len(raw) == height * (1 + 3 * width)
-    rows = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(height, 1 + 3 * width)
-    assert (rows[:, 0] == 0).all()
-    return rows[:, 1:].reshape(height, width, 3).permute(2, 0, 1)
+from helpers import decode
 
 
 def test_png_decodes_to_the_pixels_given():

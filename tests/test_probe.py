@@ -28,10 +28,8 @@ from lmtrain.cli import app
 from lmtrain.data.agreement import ProbePair, agreement_test_set, vocabulary, word_number
 from lmtrain.data.tokenizer import CharTokenizer, WordTokenizer
 from lmtrain.errors import ConfigError
-from tests.conftest import tiny_config_dict
-from tests.test_png import decode
-from tests.test_sampling import WORDS, random_model
-from tests.test_scoring import by_hand
+
+from helpers import WORDS, by_hand, decode, random_model, tiny_config_dict
 
 runner = CliRunner()
 DISTANCES = (0, 1, 2, 4, 8)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lmtrain.config import ModelConfig
-from lmtrain.data.tokenizer import EOS, UNK, CharTokenizer, WordTokenizer
+from lmtrain.data.tokenizer import EOS, UNK, CharTokenizer
 from lmtrain.errors import ConfigError
 from lmtrain.generation.sampling import (
     SamplingOptions,
@@ -28,31 +28,7 @@ from lmtrain.generation.sampling import (
 )
 from lmtrain.model import RNNLanguageModel
 
-WORDS = WordTokenizer([UNK, EOS, "a", "b", "c", "d", "e", "f"])  # ids 0..7
-CHARS = CharTokenizer.build("ab c\n")
-
-
-def crafted_model(logits: list[float]) -> RNNLanguageModel:
-    """A model whose next-token logits are always `logits`."""
-    config = ModelConfig(cell="lstm", embedding_size=4, hidden_size=6, num_layers=1, dropout=0.0)
-    model = RNNLanguageModel(len(logits), config)
-    with torch.no_grad():
-        model.decoder.weight.zero_()
-        model.decoder.bias.copy_(torch.tensor(logits))
-    return model.eval()
-
-
-def random_model(
-    vocab_size: int = WORDS.vocab_size, seed: int = 0, bidirectional: bool = False
-) -> RNNLanguageModel:
-    torch.manual_seed(seed)
-    config = ModelConfig(
-        cell="lstm", embedding_size=8, hidden_size=12, num_layers=2, dropout=0.0, bidirectional=bidirectional
-    )
-    model = RNNLanguageModel(vocab_size, config)
-    with torch.no_grad():
-        model.decoder.weight.mul_(20)  # sharper distributions than the small initial weights give
-    return model.eval()
+from helpers import CHARS, WORDS, crafted_model, random_model
 
 
 def frequencies(samples: list[list[int]]) -> dict[int, float]:

@@ -14,7 +14,8 @@ from lmtrain.fast.kernels.generate import FEW_STREAMS, generation_kernels
 from lmtrain.fast.token_loop import TokenLoop
 from lmtrain.generation.sampling import STEPPED_CONTEXT, SamplingOptions, generate, next_tokens
 from lmtrain.model import RNNLanguageModel
-from tests.test_kernels import GENERATION_CELLS, needs_kernels
+
+from fast_helpers import GENERATION_CELLS, needs_kernels
 
 pytestmark = [pytest.mark.fast, needs_kernels]
 
