@@ -178,7 +178,7 @@ def restore_model(
     """The trained model (in eval mode, on `device`), its tokenizer and its config."""
     config = restore_config(checkpoint)
     tokenizer = tokenizer_from_dict(checkpoint["tokenizer"])
-    model = RNNLanguageModel.from_config(tokenizer.vocab_size, config.model)
+    model = RNNLanguageModel(tokenizer.vocab_size, config.model)
     try:
         model.load_state_dict(checkpoint["model"])
     except (RuntimeError, KeyError, TypeError) as error:

@@ -34,6 +34,10 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+DATASET_NAMES = ("agreement", "tinyshakespeare", "ptb", "wikitext2")
+"""The corpora `data.dataset` can name; `lmtrain.data.datasets.DATASETS` says where each comes from."""
+
+
 class DataConfig(Section):
     """Where the text comes from and how it becomes tokens."""
 
@@ -80,10 +84,8 @@ class DataConfig(Section):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, name: str | None) -> str | None:
-        from lmtrain.data.datasets import DATASETS
-
-        if name is not None and name not in DATASETS:
-            raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
+        if name is not None and name not in DATASET_NAMES:
+            raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASET_NAMES))}")
         return name
 
     @field_validator("split")

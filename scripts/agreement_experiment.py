@@ -49,7 +49,7 @@ def trained_parameters(model: torch.nn.Module) -> int:
 
 def model_size(config: Config, vocab_size: int, cell: str, hidden_size: int) -> int:
     model_config = config.model.model_copy(update={"cell": cell, "hidden_size": hidden_size})
-    return trained_parameters(RNNLanguageModel.from_config(vocab_size, model_config))
+    return trained_parameters(RNNLanguageModel(vocab_size, model_config))
 
 
 def matching_hidden_size(config: Config, vocab_size: int, cell: str, budget: int) -> int:
@@ -100,7 +100,7 @@ def measure_seed(args: argparse.Namespace, seed: int, pairs) -> dict:
             update={"model": base.model.model_copy(update=overrides), "run_dir": run_dir}
         )
         torch.manual_seed(seed)  # the untrained model the trainer starts from
-        untrained = RNNLanguageModel.from_config(vocab_size, config.model)
+        untrained = RNNLanguageModel(vocab_size, config.model)
         before = mean_gradient_flow(untrained, corpus.valid, 10, batch, bptt)
 
         started = time.perf_counter()

@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import synchronize  # noqa: E402
 
+from lmtrain.config import ModelConfig  # noqa: E402
 from lmtrain.data.tokenizer import EOS, UNK, WordTokenizer  # noqa: E402
 from lmtrain.generation.sampling import SamplingOptions, generate, next_tokens  # noqa: E402
 from lmtrain.model.cells import stack_to_native  # noqa: E402
@@ -156,6 +157,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     gru_variant = {"gru_variant": "cudnn"} if args.cell == "gru" else {}  # the one nn.GRU computes
+    config = ModelConfig(
+        cell=args.cell,
+        embedding_size=args.embedding_size,
+        hidden_size=args.hidden_size,
+        num_layers=args.num_layers,
+        dropout=0.0,
+        **gru_variant,
+    )
     native = {"lstm": "nn.LSTM", "gru": "nn.GRU", "rnn": "nn.RNN"}[args.cell]
 
     torch.manual_seed(0)
@@ -173,10 +182,7 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for vocab_size in args.vocab_sizes:
         tokenizer = WordTokenizer([UNK, EOS, *(f"w{i}" for i in range(vocab_size - 2))])
-        model = RNNLanguageModel(
-            vocab_size, args.cell, args.embedding_size, args.hidden_size, args.num_layers, **gru_variant
-        )
-        model = model.to(device).eval()
+        model = RNNLanguageModel(vocab_size, config).to(device).eval()
         size, seconds_to_read = read_ceiling(model, device)
         print(
             f"| {vocab_size:,} | (reading the {size / 2**20:.1f} MiB of weights a batch-1 step multiplies, "

@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import calibrated, interleaved, matmul_peak, synchronize  # noqa: E402
 
+from lmtrain.config import ModelConfig  # noqa: E402
 from lmtrain.model.cells import stack_to_native  # noqa: E402
 from lmtrain.model.language_model import RNNLanguageModel  # noqa: E402
 
@@ -74,7 +75,10 @@ def make_model(kind: str, hidden: int, vocab: int, dropout: float, device: torch
     """``ours`` (``RNNLanguageModel``), ``torch`` (the reference, ``NativeLanguageModel``) or ``plain``
     (the reference with ``nn.Linear`` as its decoder), same weights for a seed."""
     torch.manual_seed(0)
-    ours = RNNLanguageModel(vocab, "lstm", hidden, hidden, 2, dropout=dropout).to(device)
+    config = ModelConfig(
+        cell="lstm", embedding_size=hidden, hidden_size=hidden, num_layers=2, dropout=dropout
+    )
+    ours = RNNLanguageModel(vocab, config).to(device)
     return ours if kind == "ours" else NativeLanguageModel(ours, dropout, plain=kind == "plain").to(device)
 
 

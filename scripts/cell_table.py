@@ -9,6 +9,7 @@ Counts are for one layer with input size 128 (the embedding) and hidden size 256
 
 from __future__ import annotations
 
+from lmtrain.config import ModelConfig
 from lmtrain.model.cells import build_layer
 
 INPUT_SIZE, HIDDEN_SIZE = 128, 256
@@ -57,7 +58,7 @@ def cell_table() -> str:
         "|---|---|---:|---:|---|",
     ]
     for name, options, equations in CELLS:
-        layer = build_layer(input_size=INPUT_SIZE, hidden_size=HIDDEN_SIZE, **options)
+        layer = build_layer(ModelConfig(**options, hidden_size=HIDDEN_SIZE), INPUT_SIZE)
         trained, fixed = count(layer.parameters()), count(layer.buffers())
         if layer.native_type is None:
             native = "none"

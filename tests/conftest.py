@@ -16,13 +16,9 @@ import yaml  # noqa: E402
 
 from lmtrain.data.agreement import generate_corpus  # noqa: E402
 
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+from helpers import SHARED_DATA, tiny_config_dict  # noqa: E402
 
-# The benchmark corpora (tiny Shakespeare, PTB) next to the repository, laid out as lmtrain's mirror:
-# `$LMTRAIN_TEST_DATA`, or `../shared/data` relative to the repository root.
-SHARED_DATA = Path(
-    os.environ.get("LMTRAIN_TEST_DATA") or Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-)
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,7 +26,7 @@ def isolated_cache(tmp_path_factory) -> Path:
     """Every test uses one fresh cache and never the network: the shared data is the only mirror.
 
     Without the shared data a mirror folder that is empty stands in, so that a test that would
-    download fails fast (tests that need real corpora skip first, see `needs_shared_data`).
+    download fails fast (tests that need real corpora skip first, see `helpers.needs_shared_data`).
     """
     cache = tmp_path_factory.mktemp("lmtrain-cache")
     mirror = SHARED_DATA if SHARED_DATA.is_dir() else tmp_path_factory.mktemp("empty-mirror")
@@ -40,12 +36,6 @@ def isolated_cache(tmp_path_factory) -> Path:
         yield cache
 
 
-needs_shared_data = pytest.mark.skipif(
-    not SHARED_DATA.is_dir(),
-    reason=f"benchmark corpora not found at {SHARED_DATA} (set LMTRAIN_TEST_DATA to a copy of shared/data)",
-)
-
-
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     """A folder with train.txt (300 sentences) and valid.txt (40) from the agreement grammar."""
@@ -53,31 +43,6 @@ def tiny_corpus(tmp_path_factory) -> Path:
     (folder / "train.txt").write_text("\n".join(generate_corpus(300, seed=1)) + "\n", encoding="utf-8")
     (folder / "valid.txt").write_text("\n".join(generate_corpus(40, seed=2)) + "\n", encoding="utf-8")
     return folder
-
-
-def tiny_config_dict(corpus: Path, run_dir: Path, **sections) -> dict:
-    """A small word-level LSTM config on `corpus`; `sections` update individual sections."""
-    config = {
-        "run_dir": str(run_dir),
-        "data": {"train": str(corpus / "train.txt"), "valid": str(corpus / "valid.txt"), "tokenizer": "word"},
-        "model": {"cell": "lstm", "embedding_size": 16, "hidden_size": 24, "num_layers": 2, "dropout": 0.1},
-        "train": {
-            "batch_size": 4,
-            "bptt": 10,
-            "max_steps": 30,
-            "eval_interval": 10,
-            "lr": 0.01,
-            "device": "cpu",
-            "seed": 7,
-        },
-        "log": {"log_interval": 1, "tensorboard": False, "sample_length": 5},
-    }
-    for section, values in sections.items():
-        if isinstance(values, dict):
-            config[section].update(values)
-        else:
-            config[section] = values
-    return config
 
 
 @pytest.fixture

@@ -7,14 +7,15 @@ import pytest
 import torch
 
 from lmtrain.checkpoint import load_checkpoint
-from lmtrain.config import config_from_dict
+from lmtrain.config import ModelConfig, config_from_dict
 from lmtrain.model import RNNLanguageModel
 from lmtrain.model.backends import fast_layer
 from lmtrain.training import backend_trial
 from lmtrain.training.backend_trial import choose_backend, window_multiply_adds
 from lmtrain.training.rundir import RunDirectory
 from lmtrain.training.trainer import Trainer, train
-from tests.conftest import tiny_config_dict
+
+from helpers import tiny_config_dict
 
 needs_fast_layer = pytest.mark.skipif(not fast_layer(), reason="auto: one candidate only")
 
@@ -35,7 +36,12 @@ class Clock:
 
 def lstm(**options) -> RNNLanguageModel:
     torch.manual_seed(0)
-    return RNNLanguageModel(20, "lstm", 8, 8, 2, dropout=0.3, **options)
+    config = ModelConfig(cell="lstm", embedding_size=8, hidden_size=8, num_layers=2, dropout=0.3, **options)
+    return RNNLanguageModel(20, config)
+
+
+def esn() -> RNNLanguageModel:
+    return RNNLanguageModel(20, ModelConfig(cell="esn", embedding_size=8, hidden_size=8, num_layers=1))
 
 
 def window_loss(model: RNNLanguageModel):
@@ -76,7 +82,7 @@ def test_no_trial_without_a_choice_or_below_the_size_that_matters(monkeypatch):
     assert window_multiply_adds(model, 6, 3) == 6 * 3 * 2 * (4 * 8 * (8 + 8))
     assert choose_backend(model, window_loss(model), 6, 3) is None  # tiny: the rule's first candidate
     monkeypatch.setattr(backend_trial, "MIN_MULTIPLY_ADDS", 0)
-    for single in (lstm(impl="native"), lstm(impl="fused"), RNNLanguageModel(20, "esn", 8, 8, 1)):
+    for single in (lstm(impl="native"), lstm(impl="fused"), esn()):
         assert choose_backend(single, window_loss(single), 6, 3) is None
         assert {layer.preferred_backend for layer in single.layers} == {None}
 

@@ -19,7 +19,8 @@ import yaml
 from typer.testing import CliRunner
 
 from lmtrain.cli import app
-from tests.conftest import tiny_config_dict
+
+from helpers import tiny_config_dict
 
 runner = CliRunner()
 

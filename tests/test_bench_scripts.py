@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from lmtrain.config import ModelConfig
 from lmtrain.model import RNNLanguageModel
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
@@ -23,7 +24,8 @@ def _script(name: str):
 
 def test_bench_generate_counts_the_weights_a_step_reads():
     bench_generate = _script("bench_generate")
-    folded = RNNLanguageModel(10, "lstm", 16, 16, 2).eval()  # V <= E: the first input half is a lookup
+    config = ModelConfig(cell="lstm", embedding_size=16, hidden_size=16, num_layers=2, dropout=0.0)
+    folded = RNNLanguageModel(10, config).eval()  # V <= E: the first input half is a lookup
     assert folded.folds_embedding()
     names = [
         [name for name, parameter in folded.named_parameters() if parameter.data_ptr() == weight.data_ptr()]
@@ -35,7 +37,7 @@ def test_bench_generate_counts_the_weights_a_step_reads():
         ["layers.1.weight_aa"],
         ["layers.1.weight_ax"],
     ]
-    unfolded = RNNLanguageModel(40, "lstm", 16, 16, 2).eval()
+    unfolded = RNNLanguageModel(40, config).eval()
     assert not unfolded.folds_embedding()
     assert len(bench_generate.weights_read_per_token(unfolded)) == 5
     size, seconds = bench_generate.read_ceiling(unfolded, torch.device("cpu"), repeats=2)

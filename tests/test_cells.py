@@ -6,25 +6,26 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from lmtrain.model.cells import CELLS, CudnnGRULayer, ESNLayer, GRULayer, LSTMLayer, RNNLayer, build_layer
+from lmtrain.config import ModelConfig
+from lmtrain.model.cells import (
+    CELLS,
+    CudnnGRULayer,
+    ESNLayer,
+    GRULayer,
+    LSTMLayer,
+    RNNLayer,
+    build_layer,
+    layer_class,
+)
+
+from helpers import LAYER_KINDS
 
 T, B, IN, H = 5, 2, 3, 4
-
-KINDS = {
-    "rnn": ("rnn", {}),
-    "relu": ("rnn", {"nonlinearity": "relu"}),
-    "gru": ("gru", {}),
-    "gru-cudnn": ("gru", {"gru_variant": "cudnn"}),
-    "lstm": ("lstm", {}),
-    "esn": ("esn", {}),
-}
-"""Every layer a config can select, by a test id: (cell, build_layer options)."""
 
 
 def _layer(kind: str, **options) -> nn.Module:
     torch.manual_seed(0)
-    cell, kind_options = KINDS[kind]
-    return build_layer(cell, IN, H, **kind_options, **options).double()
+    return build_layer(ModelConfig(**LAYER_KINDS[kind], hidden_size=H, **options), IN).double()
 
 
 def _input(seed: int = 1) -> torch.Tensor:
@@ -121,7 +122,7 @@ def _by_hand(kind, layer, x, state):
     return _lstm_by_hand(layer, x, *state)
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 @pytest.mark.parametrize("nonzero_state", [False, True], ids=["zero_state", "given_state"])
 @torch.no_grad()
 def test_forward_matches_the_equations(kind, nonzero_state):
@@ -139,7 +140,7 @@ def test_forward_matches_the_equations(kind, nonzero_state):
         assert_close(got, expected)
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 def test_step_repeated_equals_forward(kind):
     layer = _layer(kind)
     x = _input()
@@ -157,7 +158,7 @@ def test_step_repeated_equals_forward(kind):
         assert_close(got, expected)
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 def test_gradient_flows_through_the_state_to_the_first_input(kind):
     layer = _layer(kind)
     x = _input().requires_grad_()
@@ -168,7 +169,7 @@ def test_gradient_flows_through_the_state_to_the_first_input(kind):
     assert torch.count_nonzero(x.grad[0]) > 0
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 def test_initial_state_is_zeros_of_the_right_shape(kind):
     layer = _layer(kind)
     state = layer.initial_state(B)
@@ -194,16 +195,14 @@ def test_parameter_shapes_and_lstm_forget_bias():
         assert parameter.abs().max() <= bound
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 @pytest.mark.parametrize("initial_state", ["given", "learned"])
 def test_gradcheck(kind, initial_state):
     """Analytic gradients of the input, the given initial state and every parameter against finite
     differences, in float64; with `learned`, through the learned initial state instead."""
     torch.manual_seed(0)
-    cell, options = KINDS[kind]
-    if initial_state == "learned":
-        options = {**options, "initial_state": "learned"}
-    layer = build_layer(cell, IN, H, **options).double()
+    options = {"initial_state": "learned"} if initial_state == "learned" else {}
+    layer = _layer(kind, **options)
     with torch.no_grad():  # learned initial states start at zero; make their gradient check non-trivial
         for parameter in layer.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
@@ -269,8 +268,7 @@ def test_xavier_orthogonal_he_schemes(kind):
     assert orthogonal.weight_ax.abs().max() <= bound
 
     torch.manual_seed(0)
-    cell, options = KINDS[kind]
-    he = build_layer(cell, 64, 64, **options, init="he")
+    he = build_layer(ModelConfig(**LAYER_KINDS[kind], hidden_size=64, init="he"), 64)
     std = torch.cat([he.weight_aa.flatten(), he.weight_ax.flatten()]).detach().std()
     assert abs(float(std) - (2 / 128) ** 0.5) < 0.01
 
@@ -296,9 +294,9 @@ def test_identity_init_is_the_irnn():
         layer.weight_ax.zero_()
         y, final = layer(torch.randn(T, B, IN, dtype=torch.float64), state)
     assert_close(final[0], state[0])
-    for kind in ("gru", "lstm", "esn"):
+    for other in (GRULayer, LSTMLayer, ESNLayer):
         with pytest.raises(ValueError, match="IRNN initialisation of the plain rnn"):
-            _layer(kind, init="identity")
+            other(IN, H, init="identity")
 
 
 def test_lstm_forget_bias_is_configurable():
@@ -315,7 +313,7 @@ def test_default_init_is_pytorchs_uniform():
             assert 0 < parameter.abs().max() <= bound
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 def test_random_initial_state_is_fresh_in_training_and_zero_in_eval(kind):
     layer = _layer(kind, initial_state="random", initial_state_scale=0.5)
     first, second = layer.initial_state(64), layer.initial_state(64)
@@ -332,7 +330,7 @@ def test_random_initial_state_is_fresh_in_training_and_zero_in_eval(kind):
     assert torch.equal(layer(x)[0], layer(x)[0])
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 def test_learned_initial_state_is_a_trained_parameter(kind):
     layer = _layer(kind, initial_state="learned")
     names = ["initial_a", "initial_c"] if kind == "lstm" else ["initial_a"]
@@ -354,18 +352,18 @@ def test_learned_initial_state_is_a_trained_parameter(kind):
 
 def test_layer_options_are_validated():
     with pytest.raises(ValueError, match="unknown init 'glorot'; choose one of: default, xavier"):
-        _layer("rnn", init="glorot")
+        RNNLayer(IN, H, init="glorot")
     with pytest.raises(
         ValueError, match="unknown initial_state 'ones'; choose one of: zeros, random, learned"
     ):
-        _layer("rnn", initial_state="ones")
+        RNNLayer(IN, H, initial_state="ones")
     with pytest.raises(ValueError, match="initial_state_scale must be >= 0"):
-        _layer("rnn", initial_state_scale=-1.0)
+        RNNLayer(IN, H, initial_state_scale=-1.0)
     with pytest.raises(ValueError, match="unknown gru_variant 'keras'; choose one of: notes, cudnn"):
-        _layer("gru", gru_variant="keras")
+        layer_class("gru", gru_variant="keras")
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 def test_bad_shapes_raise_value_error(kind):
     layer = _layer(kind)
     good_state = layer.initial_state(B)
@@ -384,21 +382,24 @@ def test_bad_shapes_raise_value_error(kind):
 
 
 def test_build_layer_builds_each_cell():
-    assert isinstance(build_layer("rnn", IN, H), RNNLayer)
-    assert build_layer("rnn", IN, H, nonlinearity="relu").nonlinearity == "relu"
-    assert isinstance(build_layer("gru", IN, H), GRULayer)
-    assert isinstance(build_layer("gru", IN, H, gru_variant="cudnn"), CudnnGRULayer)
-    assert isinstance(build_layer("lstm", IN, H), LSTMLayer)
-    esn = build_layer("esn", IN, H, nonlinearity="relu", spectral_radius=0.5)
+    def build(**fields):
+        return build_layer(ModelConfig(hidden_size=H, **fields), IN)
+
+    assert isinstance(build(cell="rnn"), RNNLayer)
+    assert build(cell="rnn", nonlinearity="relu").nonlinearity == "relu"
+    assert isinstance(build(cell="gru"), GRULayer)
+    assert isinstance(build(cell="gru", gru_variant="cudnn"), CudnnGRULayer)
+    assert isinstance(build(cell="lstm"), LSTMLayer)
+    esn = build(cell="esn", nonlinearity="relu", spectral_radius=0.5)
     assert isinstance(esn, ESNLayer) and (esn.nonlinearity, esn.spectral_radius) == ("relu", 0.5)
     assert set(CELLS) == {"rnn", "gru", "lstm", "esn"}
 
 
-def test_build_layer_unknown_names_list_the_choices():
+def test_unknown_names_list_the_choices():
     with pytest.raises(ValueError, match="unknown cell 'transformer'; choose one of: rnn, gru, lstm, esn"):
-        build_layer("transformer", IN, H)
+        layer_class("transformer")
     with pytest.raises(ValueError, match="unknown nonlinearity 'sigmoid'; choose one of: tanh, relu"):
-        build_layer("rnn", IN, H, nonlinearity="sigmoid")
+        RNNLayer(IN, H, nonlinearity="sigmoid")
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "gru-cudnn"])

@@ -68,7 +68,7 @@ def _checkpoint() -> dict:
         {"run_dir": "runs/tiny", "data": {"train": "t.txt", "valid": "v.txt"}, "model": MODEL}
     )
     tokenizer = WordTokenizer.build(["the cat sat", "the dog sat"])
-    model = RNNLanguageModel.from_config(tokenizer.vocab_size, config.model)
+    model = RNNLanguageModel(tokenizer.vocab_size, config.model)
     _, state = model(torch.tensor([[2, 3], [4, 1]]))  # the carried state after one window
     optimizer = _AdamLikeOptimizer(list(model.parameters()))
     rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
@@ -120,7 +120,7 @@ def test_round_trip_restores_model_tokenizer_and_config(saved):
     assert tokenizer.tokens == original["tokenizer"]["tokens"]
     assert config.model_dump(mode="json") == original["config"]
     # The restored model computes exactly what the saved one did.
-    reference = RNNLanguageModel.from_config(tokenizer.vocab_size, config.model)
+    reference = RNNLanguageModel(tokenizer.vocab_size, config.model)
     reference.load_state_dict(expected)
     tokens = torch.tensor([[2, 3, 4], [1, 5, 0]])
     assert torch.equal(model(tokens)[0], reference.eval()(tokens)[0])

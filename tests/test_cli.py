@@ -12,27 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
 
-from lmtrain.cli import app
-from tests.conftest import tiny_config_dict
-
-runner = CliRunner()
-
-
-def invoke(*args: str):
-    return runner.invoke(app, [str(arg) for arg in args])
-
-
-def assert_one_line_error(result, exit_code: int, *fragments: str) -> None:
-    """A failure is one red line on stderr, the given exit code, and no traceback."""
-    assert result.exit_code == exit_code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert "Traceback" not in result.output
+from helpers import assert_one_line_error, invoke, tiny_config_dict
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,9 @@ import torch
 
 from lmtrain.config import DataConfig
 from lmtrain.data import corpus as corpus_module
-from lmtrain.data.corpus import load_corpus, read_text, unigram_perplexity
+from lmtrain.data import text as text_module
+from lmtrain.data.corpus import load_corpus, unigram_perplexity
+from lmtrain.data.text import read_text
 from lmtrain.data.tokenizer import CharTokenizer, WordTokenizer
 from lmtrain.errors import DataError
 
@@ -143,7 +145,7 @@ STREAM_TEXT = "Ünïcödé wörds\r\nand € signs\n\nthe end без перев�
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 1 << 20])
 @pytest.mark.parametrize("kind", ["char", "word"])
 def test_streamed_tokenization_equals_whole_text(tmp_path, monkeypatch, chunk, kind):
-    monkeypatch.setattr(corpus_module, "TEXT_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(text_module, "TEXT_CHUNK_BYTES", chunk)
     paths = _files(tmp_path, STREAM_TEXT, STREAM_TEXT[:20])
     result = load_corpus(DataConfig(**paths, tokenizer=kind), cache=tmp_path / "cache")
     reference = (
@@ -156,7 +158,7 @@ def test_streamed_tokenization_equals_whole_text(tmp_path, monkeypatch, chunk, k
 
 @pytest.mark.parametrize("chunk", [1, 2, 4, 1 << 20])
 def test_undecodable_byte_offset_is_exact_across_chunks(tmp_path, monkeypatch, chunk):
-    monkeypatch.setattr(corpus_module, "TEXT_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(text_module, "TEXT_CHUNK_BYTES", chunk)
     path = tmp_path / "mixed.txt"
     path.write_bytes("é€".encode() + b"\xe9x")  # 5 bytes of valid UTF-8, then Latin-1 é
     with pytest.raises(

@@ -14,12 +14,11 @@ import torch
 from torch.testing import assert_close
 
 from lmtrain.checkpoint import load_checkpoint, restore_model
-from lmtrain.config import config_from_dict
+from lmtrain.config import ModelConfig, config_from_dict
 from lmtrain.model.cells import build_layer
 from lmtrain.training.trainer import train
-from tests.conftest import tiny_config_dict
-from tests.test_cells import KINDS
-from tests.test_cli import invoke
+
+from helpers import LAYER_KINDS, invoke, tiny_config_dict
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -37,12 +36,12 @@ def _gradients(layer, x, state):
     return outputs.detach(), [tensor.detach() for tensor in final], grads, x.grad
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
 def test_every_layer_on_cuda_equals_its_cpu_result_in_float64(kind):
-    cell, options = KINDS[kind]
+    config = ModelConfig(**LAYER_KINDS[kind], hidden_size=H)
     torch.manual_seed(0)
-    on_cpu = build_layer(cell, IN, H, **options).double()
-    on_gpu = build_layer(cell, IN, H, **options).double().cuda()
+    on_cpu = build_layer(config, IN).double()
+    on_gpu = build_layer(config, IN).double().cuda()
     on_gpu.load_state_dict(on_cpu.state_dict())
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(T, B, IN, dtype=torch.float64, generator=generator)
@@ -68,8 +67,9 @@ def test_every_layer_on_cuda_equals_its_cpu_result_in_float64(kind):
 )
 def test_impl_native_on_cuda_equals_the_custom_layer_on_the_cpu_in_float64(cell, options):
     torch.manual_seed(0)
-    on_cpu = build_layer(cell, IN, H, **options).double()
-    on_gpu = build_layer(cell, IN, H, impl="native", **options).double().cuda()
+    fields = {"cell": cell, "hidden_size": H, **options}
+    on_cpu = build_layer(ModelConfig(**fields), IN).double()
+    on_gpu = build_layer(ModelConfig(**fields, impl="native"), IN).double().cuda()
     on_gpu.load_state_dict(on_cpu.state_dict())
     x = torch.randn(T, B, IN, dtype=torch.float64)
     state = tuple(torch.randn(B, H, dtype=torch.float64) for _ in range(on_cpu.num_states))
@@ -86,8 +86,9 @@ def test_impl_native_on_cuda_equals_the_custom_layer_on_the_cpu_in_float64(cell,
 @pytest.mark.parametrize("hidden", [64, 256])
 def test_the_lstm_backward_through_time_in_float32_agrees_with_the_cpu(hidden):
     torch.manual_seed(0)
-    on_cpu = build_layer("lstm", 32, hidden)
-    on_gpu = build_layer("lstm", 32, hidden).cuda()
+    config = ModelConfig(cell="lstm", hidden_size=hidden)
+    on_cpu = build_layer(config, 32)
+    on_gpu = build_layer(config, 32).cuda()
     on_gpu.load_state_dict(on_cpu.state_dict())
     x = torch.randn(20, 8, 32)
     expected = _gradients(on_cpu, x, None)

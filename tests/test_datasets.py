@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from lmtrain.config import DataConfig
-from lmtrain.data import corpus, datasets
+from lmtrain.config import DATASET_NAMES, DataConfig
+from lmtrain.data import datasets
+from lmtrain.data import text as text_module
 from lmtrain.data.corpus import load_corpus
 from lmtrain.data.datasets import Dataset, Download, fetch_dataset, fetch_file
 from lmtrain.errors import ConfigError, DataError
-from tests.conftest import SHARED_DATA, needs_shared_data
+
+from helpers import SHARED_DATA, needs_shared_data
 
 # ---------------------------------------------------------------- the bundled corpus
 
@@ -49,6 +51,10 @@ def test_unknown_dataset_lists_the_choices():
 
 
 # ---------------------------------------------------------------- the registry
+
+
+def test_the_config_accepts_exactly_the_registered_names():
+    assert sorted(DATASET_NAMES) == sorted(datasets.DATASETS)
 
 
 @pytest.mark.parametrize("name", sorted(datasets.DATASETS))
@@ -242,7 +248,7 @@ def test_zip_members_are_extracted_to_split_files(tmp_path):
 
 
 def test_fraction_split_cuts_at_characters_not_bytes(tmp_path, monkeypatch):
-    monkeypatch.setattr(corpus, "TEXT_CHUNK_BYTES", 7)
+    monkeypatch.setattr(text_module, "TEXT_CHUNK_BYTES", 7)
     source = tmp_path / "all.txt"
     text = "é€ab\n" * 20  # 100 characters, 140 bytes
     source.write_text(text, encoding="utf-8")

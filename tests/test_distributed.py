@@ -27,8 +27,8 @@ from lmtrain.errors import ConfigError, DataError, LmtrainError
 from lmtrain.generation.sampling import sample_text
 from lmtrain.training.distributed import DataParallel, check_launch, data_parallel
 from lmtrain.training.trainer import train
-from tests.conftest import tiny_config_dict
-from tests.test_trainer import RecordingLogger, run_training
+
+from helpers import RecordingLogger, run_training, tiny_config_dict
 
 STEPS = 6
 

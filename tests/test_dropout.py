@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from lmtrain.config import ModelConfig
 from lmtrain.fast.dropout import Dropout, dropout_mask
 from lmtrain.model import RNNLanguageModel
 
@@ -69,6 +70,7 @@ def test_bfloat16_input():
 
 
 def test_the_model_uses_it_and_state_dict_is_unchanged():
-    model = RNNLanguageModel(10, "lstm", 4, 4, 1, dropout=0.2)
+    config = ModelConfig(cell="lstm", embedding_size=4, hidden_size=4, num_layers=1, dropout=0.2)
+    model = RNNLanguageModel(10, config)
     assert isinstance(model.dropout, Dropout) and isinstance(model.dropout, nn.Dropout)
     assert not any(key.startswith("dropout") for key in model.state_dict())

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from lmtrain.config import ModelConfig
 from lmtrain.fast import step_product
 from lmtrain.fast.kernels.panel_product import PanelWeight, panel_product_available, panel_product_pays
 from lmtrain.fast.panels import ColumnPanels, panel_count
@@ -167,12 +168,12 @@ def test_windows_on_laid_out_weights_equal_the_cell_loop(kind, backend, monkeypa
     outputs and every gradient must match autograd through the step-by-step `_cell` loop (addmm)."""
     monkeypatch.setattr(StepProduct, "choose_backend", staticmethod(lambda weight, short_loop: backend))
     torch.manual_seed(0)
-    cell, options = {
-        "lstm": ("lstm", {}),
-        "gru": ("gru", {}),
-        "gru-cudnn": ("gru", {"gru_variant": "cudnn"}),
+    fields = {
+        "lstm": {"cell": "lstm"},
+        "gru": {"cell": "gru"},
+        "gru-cudnn": {"cell": "gru", "gru_variant": "cudnn"},
     }[kind]
-    layer = build_layer(cell, 16, 512, **options)
+    layer = build_layer(ModelConfig(**fields, hidden_size=512), 16)
     x = torch.randn(LAYOUT_MIN_STEPS, 2, 16, requires_grad=True)
     state = tuple(torch.randn(2, 512, requires_grad=True) for _ in range(layer.num_states))
     results = []

@@ -9,8 +9,10 @@ from torch.testing import assert_close
 
 from lmtrain.analysis.grad_flow import gradient_flow
 from lmtrain.analysis.plots import gradient_flow_figure, save_figure
+from lmtrain.config import ModelConfig
 from lmtrain.model import RNNLanguageModel
-from tests.test_plots import png_size
+
+from helpers import png_size
 
 
 def reference_norms(model, inputs, targets, state, torch_layer, lstm: bool) -> torch.Tensor:
@@ -38,7 +40,8 @@ def window(vocab: int, steps: int, batch: int, seed: int) -> tuple[torch.Tensor,
 
 def test_monitor_equals_direct_autograd_for_a_vanilla_rnn():
     torch.manual_seed(0)
-    model = RNNLanguageModel(7, cell="rnn", embedding_size=3, hidden_size=4, num_layers=1, dropout=0.3)
+    config = ModelConfig(cell="rnn", embedding_size=3, hidden_size=4, num_layers=1, dropout=0.3)
+    model = RNNLanguageModel(7, config)
     inputs, targets = window(7, steps=6, batch=2, seed=1)
     state = [(torch.randn(2, 4),)]
     norms = gradient_flow(model, inputs, targets, state)
@@ -52,7 +55,8 @@ def test_monitor_equals_direct_autograd_for_a_vanilla_rnn():
 
 def test_monitor_equals_direct_autograd_for_a_two_layer_lstm_and_leaves_the_model_alone():
     torch.manual_seed(1)
-    model = RNNLanguageModel(9, cell="lstm", embedding_size=5, hidden_size=6, num_layers=2, dropout=0.5)
+    config = ModelConfig(cell="lstm", embedding_size=5, hidden_size=6, num_layers=2, dropout=0.5)
+    model = RNNLanguageModel(9, config)
     model.train()
     inputs, targets = window(9, steps=8, batch=3, seed=2)
     state = [(torch.randn(3, 6), torch.randn(3, 6)) for _ in range(2)]

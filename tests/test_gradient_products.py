@@ -4,7 +4,6 @@ MKL's sake computes the plain product, and the windows that use them still match
 import pytest
 import torch
 from torch.testing import assert_close
-from window_reference import assert_window_matches_cell_loop
 
 from lmtrain.fast.weight_gradient import (
     input_gradient,
@@ -15,6 +14,8 @@ from lmtrain.fast.weight_gradient import (
     with_zero_columns,
 )
 from lmtrain.model.cells import GRULayer, LSTMLayer
+
+from fast_helpers import assert_window_matches_cell_loop
 
 pytestmark = pytest.mark.fast  # tests of lmtrain.fast itself: skipped with LMTRAIN_FAST=off
 

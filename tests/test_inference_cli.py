@@ -17,8 +17,8 @@ from lmtrain.config import config_from_dict
 from lmtrain.data.corpus import load_corpus
 from lmtrain.model import RNNLanguageModel
 from lmtrain.training.trainer import train
-from tests.conftest import tiny_config_dict
-from tests.test_cli import assert_one_line_error, invoke
+
+from helpers import assert_one_line_error, invoke, tiny_config_dict
 
 SENTENCE = "the cats that the dog loves were hungry ."
 WRONG_NUMBER = "the cats that the dog loves was hungry ."
@@ -311,7 +311,7 @@ def bidirectional_checkpoint(tmp_path_factory, tiny_corpus) -> Path:
     config = config_from_dict(tiny_config_dict(tiny_corpus, folder / "run", model={"bidirectional": True}))
     tokenizer = load_corpus(config.data).tokenizer
     torch.manual_seed(0)
-    model = RNNLanguageModel.from_config(tokenizer.vocab_size, config.model)
+    model = RNNLanguageModel(tokenizer.vocab_size, config.model)
     path = folder / "bidirectional.pt"
     save_checkpoint(make_checkpoint(config, tokenizer, model, None, {"step": 0}), path)
     return path

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
+from lmtrain.config import ModelConfig
 from lmtrain.errors import LmtrainError
 from lmtrain.fast import generation as fast_generation
 from lmtrain.fast import gru_window as gru_bptt
@@ -26,9 +27,7 @@ from lmtrain.generation import sampling
 from lmtrain.model import RNNLanguageModel
 from lmtrain.model.cells import build_layer
 
-needs_kernels = pytest.mark.skipif(
-    compiler.find_compiler() is None, reason="no C compiler here: the kernels cannot be built"
-)
+from fast_helpers import GENERATION_CELLS, needs_kernels
 
 pytestmark = pytest.mark.fast  # tests of lmtrain.fast itself: skipped with LMTRAIN_FAST=off
 
@@ -73,7 +72,7 @@ def window_results(layer, x, state, fused: bool, monkeypatch) -> list[torch.Tens
 @pytest.mark.parametrize("hidden, batch, steps", [(8, 3, 5), (40, 2, 1), (96, 7, 4)])
 def test_fused_window_equals_the_torch_window(hidden, batch, steps, monkeypatch):
     torch.manual_seed(hidden)
-    layer = build_layer("lstm", 6, hidden)
+    layer = build_layer(ModelConfig(cell="lstm", hidden_size=hidden), 6)
     x = torch.randn(steps, batch, 6, requires_grad=True)
     state = tuple(torch.randn(batch, hidden, requires_grad=True) for _ in range(2))
     fused = window_results(layer, x, state, True, monkeypatch)
@@ -88,7 +87,7 @@ def test_fused_gru_window_equals_the_torch_window(hidden, batch, steps, monkeypa
     """The notes' GRU: outputs and every gradient of its fused window (two C calls per step each way)
     against its torch window."""
     torch.manual_seed(hidden)
-    layer = build_layer("gru", 6, hidden)
+    layer = build_layer(ModelConfig(cell="gru", hidden_size=hidden), 6)
     x = torch.randn(steps, batch, 6, requires_grad=True)
     (c0,) = state = (torch.randn(batch, hidden, requires_grad=True),)
     generator = torch.Generator().manual_seed(5)
@@ -109,7 +108,7 @@ def test_fused_gru_window_equals_the_torch_window(hidden, batch, steps, monkeypa
 @needs_kernels
 def test_fused_window_equals_nn_lstm_in_float32():
     torch.manual_seed(0)
-    layer = build_layer("lstm", 5, 16)
+    layer = build_layer(ModelConfig(cell="lstm", hidden_size=16), 5)
     reference = layer.to_native()
     x = torch.randn(7, 3, 5, requires_grad=True)
     a0, c0 = torch.randn(3, 16), torch.randn(3, 16)
@@ -190,7 +189,7 @@ def test_no_compiler_warns_once_and_falls_back_to_torch(fresh_kernels, monkeypat
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert lstm_step_kernels() is None  # cached: one warning per process
-    layer = build_layer("lstm", 3, 4)
+    layer = build_layer(ModelConfig(cell="lstm", hidden_size=4), 3)
     y, _ = layer(torch.randn(2, 1, 3))  # the torch path still trains
     assert y.shape == (2, 1, 4)
 
@@ -254,16 +253,6 @@ def test_cli_rejects_an_unknown_mode_before_any_work(monkeypatch):
 # ----- generation kernels ---------------------------------------------------------------------------
 
 
-GENERATION_CELLS = {
-    "lstm": {"cell": "lstm"},
-    "gru": {"cell": "gru"},
-    "gru-cudnn": {"cell": "gru", "gru_variant": "cudnn"},
-    "rnn-tanh": {"cell": "rnn"},
-    "rnn-relu": {"cell": "rnn", "nonlinearity": "relu"},
-}
-"""Every cell with a C generation step, by test id: ``build_layer`` arguments."""
-
-
 @needs_kernels
 @pytest.mark.parametrize("cell", list(GENERATION_CELLS))
 @pytest.mark.parametrize("hidden", [13, 70])
@@ -274,7 +263,7 @@ def test_generation_step_equals_the_checked_step(cell, hidden, folded, batch):
     `step`, whatever the cell. H = 13 leaves most of a block as padding; H = 70 fills whole blocks of 16,
     32 and 64 units (the LSTM's, the GRU gates' and the 64-row ones) and part of the next."""
     torch.manual_seed(batch)
-    layer = build_layer(input_size=11, hidden_size=hidden, **GENERATION_CELLS[cell]).eval()
+    layer = build_layer(ModelConfig(hidden_size=hidden, **GENERATION_CELLS[cell]), 11).eval()
     embedding = torch.randn(6, 11) if folded else None
     inputs = torch.randint(0, 6, (batch,)) if folded else torch.randn(batch, 11)
     state = tuple(torch.randn(batch, hidden) for _ in range(layer.num_states))
@@ -292,7 +281,7 @@ def test_generation_step_of_bfloat16_weights_gives_the_same_bits(cell, monkeypat
     """The GRU and RNN steps, like the LSTM's (below), pack weights that hold bfloat16 numbers as bfloat16
     and give the same bits as from the same numbers packed as fp32."""
     torch.manual_seed(0)
-    layer = build_layer(input_size=21, hidden_size=37, **GENERATION_CELLS[cell]).eval()
+    layer = build_layer(ModelConfig(hidden_size=37, **GENERATION_CELLS[cell]), 21).eval()
     with torch.no_grad():
         for parameter in layer.parameters():
             parameter.copy_(parameter.bfloat16())
@@ -306,7 +295,7 @@ def test_generation_step_of_bfloat16_weights_gives_the_same_bits(cell, monkeypat
 
 @needs_kernels
 def test_relu_generation_step_keeps_nan():
-    layer = build_layer("rnn", 4, 5, "relu").eval()
+    layer = build_layer(ModelConfig(cell="rnn", nonlinearity="relu", hidden_size=5), 4).eval()
     with torch.inference_mode():
         a, _ = layer.inference_step()(torch.full((1, 4), float("nan")), (torch.zeros(1, 5),))
     assert torch.isnan(a).all()
@@ -315,7 +304,7 @@ def test_relu_generation_step_keeps_nan():
 @needs_kernels
 @pytest.mark.parametrize("cell", ["gru", "rnn-tanh"])
 def test_generation_step_refuses_tokens_outside_the_table(cell):
-    layer = build_layer(input_size=11, hidden_size=13, **GENERATION_CELLS[cell]).eval()
+    layer = build_layer(ModelConfig(hidden_size=13, **GENERATION_CELLS[cell]), 11).eval()
     step = layer.inference_step(torch.randn(6, 11))
     with torch.inference_mode(), pytest.raises(IndexError, match=r"outside the vocabulary \[0, 6\)"):
         step(torch.tensor([2, 6]), (torch.zeros(2, 13),))
@@ -389,7 +378,8 @@ def test_model_inference_step_matches_model_step_on_both_paths(cell, monkeypatch
     """Teacher-forced logits of a 2-layer character model (embedding folded) from the C generation step
     equal the checked `model.step`, and so do the torch generation step's."""
     torch.manual_seed(0)
-    model = RNNLanguageModel(vocab_size=7, cell=cell, embedding_size=9, hidden_size=10, num_layers=2).eval()
+    config = ModelConfig(cell=cell, embedding_size=9, hidden_size=10, num_layers=2, dropout=0.0)
+    model = RNNLanguageModel(7, config).eval()
     tokens = torch.randint(0, 7, (12, 2))
     with torch.inference_mode():
         fused = model.inference_step()

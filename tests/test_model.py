@@ -41,7 +41,7 @@ def one_thread():
 def _model(**options) -> RNNLanguageModel:
     torch.manual_seed(0)
     settings = {"embedding_size": 8, "hidden_size": 8, "num_layers": 2, "dropout": 0.0, **options}
-    return RNNLanguageModel(V, **settings).double().eval()
+    return RNNLanguageModel(V, ModelConfig(**settings)).double().eval()
 
 
 def _tokens(seed: int = 1) -> torch.Tensor:
@@ -142,7 +142,8 @@ def test_residual_adds_each_layers_input_where_widths_match(embedding_size):
 
 def test_round_weights_keeps_fp32_tensors_holding_bfloat16_numbers():
     torch.manual_seed(0)
-    model = RNNLanguageModel(vocab_size=7, cell="lstm", embedding_size=9, hidden_size=10, num_layers=2)
+    config = ModelConfig(cell="lstm", embedding_size=9, hidden_size=10, num_layers=2, dropout=0.0)
+    model = RNNLanguageModel(7, config)
     before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
     model.round_weights(torch.bfloat16)
     for name, parameter in model.named_parameters():
@@ -160,8 +161,10 @@ def test_tied_weights_share_one_matrix():
     logits, _ = model.train()(_tokens())
     logits.sum().backward()
     assert model.embedding.weight.grad is not None
-    with pytest.raises(ValueError, match=r"tie_weights needs embedding_size == hidden_size \(got 8 and 6\)"):
-        RNNLanguageModel(V, embedding_size=8, hidden_size=6, tie_weights=True)
+    with pytest.raises(
+        ValueError, match=r"tie_weights needs model.embedding_size == model.hidden_size \(got 8 and 6\)"
+    ):
+        RNNLanguageModel(V, ModelConfig(embedding_size=8, hidden_size=6, tie_weights=True))
 
 
 def _config(model: dict, tmp_path=None) -> dict:
@@ -221,7 +224,7 @@ def test_checkpoint_round_trip_of_every_option(tmp_path):
     config = config_from_dict(_config(model_options))
     tokenizer = WordTokenizer(["<unk>", "<eos>", *[f"w{i}" for i in range(V - 2)]])
     torch.manual_seed(0)
-    model = RNNLanguageModel.from_config(V, config.model)
+    model = RNNLanguageModel(V, config.model)
     with torch.no_grad():
         model.layers[0].initial_a.fill_(0.25)
     progress = {"step": 1, "epoch": 0, "window": 1, "best_valid_loss": 1.0, "valid_loss": 1.0}
@@ -264,7 +267,7 @@ def test_every_cell_learns_on_the_bundled_corpus(bundled, one_thread, kind):
     vocab_size, train_ids, valid_ids = bundled
     torch.manual_seed(0)
     config = ModelConfig(embedding_size=32, hidden_size=32, num_layers=2, dropout=0.0, **TRAINING_KINDS[kind])
-    model = RNNLanguageModel.from_config(vocab_size, config)
+    model = RNNLanguageModel(vocab_size, config)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     train, valid = batchify(train_ids, 16), batchify(valid_ids, 8)
     held_out = get_batch(valid, 0, 30)
@@ -292,9 +295,18 @@ def test_every_cell_learns_on_the_bundled_corpus(bundled, one_thread, kind):
 
 
 def test_init_range_starts_every_weight_uniform_and_keeps_the_forget_bias():
-    model = RNNLanguageModel(
-        50, "lstm", 8, 12, 2, init_range=0.05, forget_bias=0.5, bidirectional=True, initial_state="learned"
+    config = ModelConfig(
+        cell="lstm",
+        embedding_size=8,
+        hidden_size=12,
+        num_layers=2,
+        dropout=0.0,
+        init_range=0.05,
+        forget_bias=0.5,
+        bidirectional=True,
+        initial_state="learned",
     )
+    model = RNNLanguageModel(50, config)
     for name, parameter in model.named_parameters():
         if ".initial_" in name:
             assert not parameter.any(), name
@@ -314,7 +326,10 @@ def test_the_ptb_configs_lr_and_clip_give_the_papers_updates_on_a_loss_summed_ov
     weights = {}
     for reduction, lr, clip in (("sum_over_time", 1.0, 5.0), ("mean", float(steps), 5.0 / steps)):
         torch.manual_seed(3)
-        model = RNNLanguageModel(30, "lstm", 8, 16, 2, init_range=0.5)
+        config = ModelConfig(
+            cell="lstm", embedding_size=8, hidden_size=16, num_layers=2, dropout=0.0, init_range=0.5
+        )
+        model = RNNLanguageModel(30, config)
         loss, _ = model.language_model_loss(tokens[:-1], tokens[1:])  # mean over T * B tokens
         if reduction == "sum_over_time":
             loss = loss * steps  # the sum over time of the batch means
@@ -351,7 +366,16 @@ def test_inference_step_equals_step(cell, options, vocab_size, embedding_size, e
     """The generation fast path computes what `model.step` computes, for every cell and layout."""
     torch.manual_seed(0)
     hidden = 6 if embedding_size == 6 else 7
-    model = RNNLanguageModel(vocab_size, cell, embedding_size, hidden, 2, **options, **extra).double().eval()
+    config = ModelConfig(
+        cell=cell,
+        embedding_size=embedding_size,
+        hidden_size=hidden,
+        num_layers=2,
+        dropout=0.0,
+        **options,
+        **extra,
+    )
+    model = RNNLanguageModel(vocab_size, config).double().eval()
     with torch.inference_mode():
         step = model.inference_step()
         tokens = torch.tensor([1, 3, 0, 4])

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
+from lmtrain.config import ModelConfig
 from lmtrain.model.cells import (
     CudnnGRULayer,
     ESNLayer,
@@ -135,9 +136,8 @@ def test_outputs_states_and_gradients_equal_torch(module_class, options, num_lay
 @torch.no_grad()
 def test_to_native_computes_the_same_and_round_trips(cell, options, torch_class, num_layers):
     torch.manual_seed(0)
-    layers = nn.ModuleList(
-        build_layer(cell, IN if k == 0 else H, H, **options).double() for k in range(num_layers)
-    )
+    config = ModelConfig(cell=cell, hidden_size=H, **options)
+    layers = nn.ModuleList(build_layer(config, IN if k == 0 else H).double() for k in range(num_layers))
     x = _input()
     state = _torch_state(torch_class, num_layers)
 
@@ -163,7 +163,7 @@ def test_to_native_computes_the_same_and_round_trips(cell, options, torch_class,
         assert type(returned) is type(layer)
         for name, parameter in layer.named_parameters():
             assert_close(getattr(returned, name), parameter, msg=f"layer {k} {name}")
-        fresh = build_layer(cell, layer.input_size, H, **options).double()
+        fresh = build_layer(config, layer.input_size).double()
         fresh.load_native_state_dict(module.state_dict(), index=k)
         for name, parameter in layer.named_parameters():
             assert_close(getattr(fresh, name), parameter)
@@ -246,8 +246,9 @@ IMPL_CASES = [
 @pytest.mark.parametrize("initial_state", ["zeros", "learned"])
 def test_impl_native_computes_the_custom_window_and_its_gradients(cell, options, initial_state):
     torch.manual_seed(5)
-    custom = build_layer(cell, IN, H, initial_state=initial_state, **options).double()
-    native = build_layer(cell, IN, H, initial_state=initial_state, impl="native", **options).double()
+    fields = {"cell": cell, "hidden_size": H, "initial_state": initial_state, **options}
+    custom = build_layer(ModelConfig(**fields), IN).double()
+    native = build_layer(ModelConfig(**fields, impl="native"), IN).double()
     with torch.no_grad():
         for parameter in custom.parameters():
             parameter.uniform_(-0.5, 0.5)  # learned initial states and every bias non-zero

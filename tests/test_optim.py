@@ -12,8 +12,8 @@ from lmtrain.checkpoint import load_checkpoint
 from lmtrain.config import ClipConfig, ScheduleConfig
 from lmtrain.training.optim import LearningRateSchedule, clip_gradients
 from lmtrain.training.trainer import Evaluation
-from tests.conftest import tiny_config_dict
-from tests.test_trainer import run_training
+
+from helpers import run_training, tiny_config_dict
 
 
 def schedule(total_steps: int = 10, lr: float = 1.0, **config) -> LearningRateSchedule:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from matplotlib.colors import to_rgba
-from matplotlib.image import imread
 
 from lmtrain.analysis.plots import (
     COLORS,
@@ -22,15 +21,9 @@ from lmtrain.analysis.plots import (
 )
 from lmtrain.analysis.probe import ProbeCell
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from helpers import png_size
+
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    """(width, height) in pixels of the PNG file at `path`, after checking that it is one."""
-    assert path.read_bytes()[:8] == PNG_SIGNATURE
-    height, width = imread(path).shape[:2]
-    return width, height
 
 
 def cells_of(accuracies: dict[tuple[int, bool | None], int], pairs: int = 20) -> list[ProbeCell]:

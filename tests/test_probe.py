@@ -27,10 +27,8 @@ from lmtrain.cli import app
 from lmtrain.data.agreement import ProbePair, agreement_test_set, vocabulary, word_number
 from lmtrain.data.tokenizer import CharTokenizer, WordTokenizer
 from lmtrain.errors import ConfigError
-from tests.conftest import tiny_config_dict
-from tests.test_plots import png_size
-from tests.test_sampling import WORDS, random_model
-from tests.test_scoring import by_hand
+
+from helpers import WORDS, by_hand, png_size, random_model, tiny_config_dict
 
 runner = CliRunner()
 DISTANCES = (0, 1, 2, 4, 8)

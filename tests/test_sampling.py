@@ -13,7 +13,8 @@ from collections import Counter
 import pytest
 import torch
 
-from lmtrain.data.tokenizer import EOS, UNK, CharTokenizer, WordTokenizer
+from lmtrain.config import ModelConfig
+from lmtrain.data.tokenizer import EOS, UNK, CharTokenizer
 from lmtrain.errors import ConfigError
 from lmtrain.generation.sampling import (
     SamplingOptions,
@@ -27,29 +28,7 @@ from lmtrain.generation.sampling import (
 )
 from lmtrain.model import RNNLanguageModel
 
-WORDS = WordTokenizer([UNK, EOS, "a", "b", "c", "d", "e", "f"])  # ids 0..7
-CHARS = CharTokenizer.build("ab c\n")
-
-
-def crafted_model(logits: list[float]) -> RNNLanguageModel:
-    """A model whose next-token logits are always `logits`."""
-    model = RNNLanguageModel(len(logits), "lstm", embedding_size=4, hidden_size=6, num_layers=1, dropout=0.0)
-    with torch.no_grad():
-        model.decoder.weight.zero_()
-        model.decoder.bias.copy_(torch.tensor(logits))
-    return model.eval()
-
-
-def random_model(
-    vocab_size: int = WORDS.vocab_size, seed: int = 0, bidirectional: bool = False
-) -> RNNLanguageModel:
-    torch.manual_seed(seed)
-    model = RNNLanguageModel(
-        vocab_size, "lstm", embedding_size=8, hidden_size=12, num_layers=2, bidirectional=bidirectional
-    )
-    with torch.no_grad():
-        model.decoder.weight.mul_(20)  # sharper distributions than the small initial weights give
-    return model.eval()
+from helpers import CHARS, WORDS, crafted_model, random_model
 
 
 def frequencies(samples: list[list[int]]) -> dict[int, float]:
@@ -279,7 +258,8 @@ def test_a_short_context_read_by_steps_equals_one_window(cell):
     from lmtrain.generation.sampling import STEPPED_CONTEXT, read_context
 
     torch.manual_seed(0)
-    model = RNNLanguageModel(vocab_size=9, cell=cell, embedding_size=6, hidden_size=8, num_layers=2).eval()
+    config = ModelConfig(cell=cell, embedding_size=6, hidden_size=8, num_layers=2, dropout=0.0)
+    model = RNNLanguageModel(9, config).eval()
     context = torch.randint(0, 9, (STEPPED_CONTEXT,)).tolist()
     with torch.inference_mode():
         logits, state = read_context(model, model.inference_step(), context, torch.device("cpu"))

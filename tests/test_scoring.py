@@ -10,18 +10,8 @@ import torch
 from lmtrain.data.tokenizer import EOS, CharTokenizer
 from lmtrain.errors import ConfigError
 from lmtrain.generation.scoring import format_scores, ranking, score_texts, scored_sequence, scores_to_dict
-from tests.test_sampling import CHARS, WORDS, crafted_model, random_model
 
-
-@torch.no_grad()
-def by_hand(model, sequence: list[int]) -> list[float]:
-    """log P(s[t] | s[:t]) for t >= 1, each from its own full re-read of the prefix."""
-    log_probs = []
-    for t in range(1, len(sequence)):
-        logits, _ = model(torch.tensor(sequence[:t]).view(-1, 1))  # [t, 1, V]
-        probabilities = torch.softmax(logits[-1, 0].double(), dim=0)
-        log_probs.append(math.log(float(probabilities[sequence[t]])))
-    return log_probs
+from helpers import CHARS, WORDS, by_hand, crafted_model, random_model
 
 
 def test_word_score_is_the_sum_of_per_token_log_probs_from_the_softmax():

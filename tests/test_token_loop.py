@@ -8,12 +8,14 @@ import gc
 import pytest
 import torch
 
+from lmtrain.config import ModelConfig
 from lmtrain.data.tokenizer import EOS, UNK, CharTokenizer, WordTokenizer
 from lmtrain.fast.kernels.generate import FEW_STREAMS, generation_kernels
 from lmtrain.fast.token_loop import TokenLoop
 from lmtrain.generation.sampling import STEPPED_CONTEXT, SamplingOptions, generate, next_tokens
 from lmtrain.model import RNNLanguageModel
-from tests.test_kernels import GENERATION_CELLS, needs_kernels
+
+from fast_helpers import GENERATION_CELLS, needs_kernels
 
 pytestmark = [pytest.mark.fast, needs_kernels]
 
@@ -25,7 +27,7 @@ MODELS = {
     "esn": {"cell": "esn"},
     "lstm-residual": {"cell": "lstm", "residual": True},
 }
-"""Models by test id: `RNNLanguageModel` arguments (every cell with a C generation step, and two more)."""
+"""Models by test id: `ModelConfig` fields (every cell with a C generation step, and two more)."""
 
 OPTIONS = {
     "plain": SamplingOptions(),
@@ -38,9 +40,10 @@ OPTIONS = {
 
 def sharp_model(vocab_size: int, embedding_size: int, seed: int = 0, **arguments) -> RNNLanguageModel:
     torch.manual_seed(seed)
-    model = RNNLanguageModel(
-        vocab_size, embedding_size=embedding_size, hidden_size=40, num_layers=2, **arguments
+    config = ModelConfig(
+        embedding_size=embedding_size, hidden_size=40, num_layers=2, dropout=0.0, **arguments
     )
+    model = RNNLanguageModel(vocab_size, config)
     with torch.no_grad():
         model.decoder.weight.mul_(8)  # distributions sharper than the initial weights give
     return model.eval()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -18,42 +17,8 @@ from lmtrain.model import RNNLanguageModel
 from lmtrain.model.backends import fast_layer
 from lmtrain.training.rundir import RunDirectory
 from lmtrain.training.trainer import Trainer, train
-from tests.conftest import tiny_config_dict
 
-
-class RecordingLogger:
-    """A MetricLogger that keeps everything logged, for assertions."""
-
-    def __init__(self):
-        self.values = defaultdict(list)
-        self.texts = []
-        self.figures = []
-        self.hparam_calls = []
-
-    def scalars(self, step, values):
-        for tag, value in values.items():
-            self.values[tag].append((step, value))
-
-    def text(self, step, tag, text):
-        self.texts.append((step, tag, text))
-
-    def figure(self, step, tag, figure):
-        self.figures.append((step, tag, figure))
-
-    def hparams(self, step, params, metrics):
-        self.hparam_calls.append((step, params, metrics))
-
-    def close(self):
-        pass
-
-    def losses(self) -> list[float]:
-        return [value for _, value in self.values["train/loss"]]
-
-
-def run_training(config_dict, report=lambda line: None, **kwargs):
-    logger = RecordingLogger()
-    result = train(config_from_dict(config_dict), report=report, show_progress=False, logger=logger, **kwargs)
-    return result, logger
+from helpers import run_training, tiny_config_dict
 
 
 def test_loss_decreases_on_bundled_data(tmp_path):
@@ -464,7 +429,7 @@ def test_impl_native_trains_like_custom_and_its_checkpoint_runs_custom(tiny_corp
     checkpoint = load_checkpoint(tmp_path / "native" / "last.pt")
     native_model, _, config = restore_model(checkpoint)
     assert config.model.impl == "native"
-    custom_model = RNNLanguageModel.from_config(
+    custom_model = RNNLanguageModel(
         native_model.vocab_size, config.model.model_copy(update={"impl": "fused"})
     )
     custom_model.load_state_dict(checkpoint["model"])

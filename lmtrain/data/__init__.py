@@ -1,2 +1,2 @@
-"""From text to batches: tokenizers, corpora (reading, vocabulary, cached ids), the known public datasets,
-and the time-major batch layout of truncated BPTT."""
+"""From text to batches: reading text, tokenizers, corpora (vocabulary, cached ids), the known public
+datasets, and the time-major batch layout of truncated BPTT."""

@@ -1,11 +1,11 @@
-"""Reading text files, building the vocabulary on the training split, and encoding every split.
+"""Where the splits come from, the vocabulary built on the training split, and every split encoded.
 
 `load_corpus(data_config)` returns a `Corpus`: the tokenizer (built from the training text only)
 and the token ids of each split as 1-D `torch.long` tensors. Validation and test words outside
 the vocabulary become `<unk>` (word level); unknown characters are an error (char level).
 
-Text is streamed in 1 MiB chunks and never held whole, so a corpus larger than memory tokenizes in
-bounded memory. The results are cached in the cache directory (`LMTRAIN_CACHE`):
+Text is streamed in 1 MiB chunks (`lmtrain.data.text`) and never held whole, so a corpus larger than
+memory tokenizes in bounded memory. The results are cached in the cache directory (`LMTRAIN_CACHE`):
 
     <cache>/vocab/<key>.json    the tokenizer; key = sha256 of the training file + tokenizer settings
     <cache>/tokens/<key>.u16    token ids of one file, uint16 when the vocabulary fits, else .u32;
@@ -17,11 +17,10 @@ hash, hence a new key: stale ids are never used.
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import repeat
@@ -31,12 +30,19 @@ import numpy as np
 import torch
 
 from lmtrain.config import DataConfig
-from lmtrain.data.datasets import SplitPaths, atomic_output, cache_dir, file_sha256, resolve_dataset
+from lmtrain.data.datasets import (
+    SplitPaths,
+    atomic_output,
+    cache_dir,
+    file_sha256,
+    resolve_dataset,
+    split_fractions,
+)
+from lmtrain.data.text import check_text_file, empty_file_error, iter_lines_blocks, iter_text
 from lmtrain.data.tokenizer import CharTokenizer, Tokenizer, WordTokenizer, tokenizer_from_dict
 from lmtrain.errors import CheckpointError, DataError
 
 CACHE_FORMAT = 1  # bump when the meaning of cached ids changes
-TEXT_CHUNK_BYTES = 1 << 20  # text is decoded and tokenized this many bytes at a time
 
 
 @dataclass
@@ -67,81 +73,6 @@ class Corpus:
         return None if self.test_ids is None else as_long_tensor(self.test_ids)
 
 
-# ---------------------------------------------------------------- reading text, streamed
-
-
-def check_text_file(path: Path, what: str) -> None:
-    if not path.exists():
-        raise DataError(f"{what} {path} does not exist; check the path in the config")
-    if path.is_dir():
-        raise DataError(f"{what} {path} is a directory; point the config at a text file")
-
-
-def iter_text(path: Path, errors: str = "strict", what: str = "text file") -> Iterator[str]:
-    """The text of a UTF-8 file in chunks of about 1 MiB, or a DataError naming the bad byte's offset.
-
-    With `errors="replace"`, undecodable bytes become U+FFFD instead.
-    """
-    check_text_file(path, what)
-    decoder = codecs.getincrementaldecoder("utf-8")(errors)
-    offset = 0  # bytes of the file handed to the decoder so far
-    try:
-        with open(path, "rb") as file:
-            while True:
-                chunk = file.read(TEXT_CHUNK_BYTES)
-                pending = len(decoder.getstate()[0])  # bytes of a character split across chunks
-                try:
-                    text = decoder.decode(chunk, final=not chunk)
-                except UnicodeDecodeError as error:
-                    # error.start counts from the start of pending + chunk.
-                    at = offset - pending + error.start
-                    raise DataError(
-                        f"{what} {path} is not UTF-8: undecodable byte 0x{error.object[error.start]:02x} at "
-                        f"byte offset {at}; convert the file to UTF-8 (e.g. iconv -t UTF-8), or set "
-                        "data.errors=replace"
-                    ) from None
-                offset += len(chunk)
-                if text:
-                    yield text
-                if not chunk:
-                    return
-    except OSError as error:
-        raise DataError(f"cannot read {what} {path}: {error.strerror}") from None
-
-
-def iter_lines_blocks(path: Path, errors: str, what: str) -> Iterator[str]:
-    """Like `iter_text`, but every block ends at a line break (except possibly the last one).
-
-    `"".join(blocks).splitlines()` equals the concatenation of each block's `splitlines()`, so a
-    word tokenizer can encode block by block.
-    """
-    carry = ""
-    for text in iter_text(path, errors, what):
-        text = carry + text
-        cut = text.rfind("\n") + 1
-        carry = text[cut:]
-        if cut:
-            yield text[:cut]
-    if carry:
-        yield carry
-
-
-def read_text(path: Path, what: str = "text file", errors: str = "strict") -> str:
-    """A whole UTF-8 file's text (small files), or a DataError that names the path and the problem."""
-    text = "".join(iter_text(path, errors, what))
-    if not text.strip():
-        raise DataError(f"{what} {path} is empty; it needs some text")
-    return text
-
-
-def count_characters(path: Path, errors: str = "strict", what: str = "text file") -> int:
-    return sum(len(text) for text in iter_text(path, errors, what))
-
-
-def empty_file_error(path: Path, what: str) -> DataError:
-    return DataError(f"{what} {path} is empty; it needs some text")
-
-
 # ---------------------------------------------------------------- where the splits come from
 
 
@@ -156,8 +87,6 @@ def split_paths(data: DataConfig, cache: Path | None = None) -> SplitPaths:
 
 def split_one_file(path: Path, fractions: tuple[float, ...], errors: str, cache: Path) -> SplitPaths:
     """Cut `path` by character fractions into split files in the cache (made once per file content)."""
-    from lmtrain.data.datasets import split_fractions
-
     check_text_file(path, "data.file")
     names = ("train", "valid", "test")[: len(fractions)]
     key = f"{file_sha256(path)[:24]}-{errors}-" + "-".join(f"{f:g}" for f in fractions)

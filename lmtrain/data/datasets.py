@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmtrain.data.text import count_characters, iter_text
 from lmtrain.errors import ConfigError, DataError
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "data"
@@ -202,8 +203,6 @@ def split_fractions(
     Cut k falls after `floor(N * (f_1 + ... + f_k))` characters of N, as nanoGPT's
     `data[:int(n * 0.9)]`: for tiny Shakespeare 1,003,854 train and 111,540 valid characters.
     """
-    from lmtrain.data.corpus import count_characters, iter_text
-
     total = count_characters(source, errors)
     cuts, running = [], 0.0
     for fraction in fractions[:-1]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from lmtrain.data.corpus import read_text
+from lmtrain.data.text import read_text
 from lmtrain.data.tokenizer import Tokenizer
 from lmtrain.errors import ConfigError, DataError
 from lmtrain.generation.sampling import boundary_token, encode_text
@@ -174,7 +174,7 @@ def score_texts(
         TextScore(text, SequenceScore([tokenizer.tokens[i] for i in sequence[1:]], log_probs))
         for text, sequence, log_probs in zip(texts, sequences, forward, strict=True)
     ]
-    if model.bidirectional:
+    if model.config.bidirectional:
         backward = sequence_log_probs(model, sequences, backward=True)
         for score, sequence, log_probs in zip(scores, sequences, backward, strict=True):
             score.backward = SequenceScore([tokenizer.tokens[i] for i in sequence[:-1]], log_probs)

@@ -68,7 +68,7 @@ Step = Callable[[Tensor, State], tuple[Tensor, State]]
 WindowFunction = Callable[[nn.Module, Tensor, State], tuple[Tensor, State]]
 """``run(layer, x [T, B, input_size], state) -> (y [T, B, H], state)``: a fused window of one cell class."""
 
-StepFactory = Callable[[nn.Module, "Tensor | None"], "Step | None"]
+StepFactory = Callable[[nn.Module, Tensor | None], Step | None]
 """``make(layer, embedding) -> step`` for generation (see ``RecurrentLayer.inference_step``), or None where
 the fast step does not apply (the reference step then runs)."""
 

@@ -52,82 +52,30 @@ class RNNLanguageModel(nn.Module):
 
     Args:
         vocab_size: V.
-        cell: `rnn`, `gru`, `lstm` or `esn`.
-        embedding_size, hidden_size, num_layers, dropout, nonlinearity: as in `ModelConfig`.
-        residual, bidirectional, tie_weights: see the module docstring.
-        **cell_options: the keyword options of `lmtrain.model.cells.build_layer` (`gru_variant`, `init`,
-            `initial_state`, `initial_state_scale`, `spectral_radius`, `forget_bias`, `impl`).
+        config: the `model` section of the config; the model keeps a copy as `config`.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        cell: str = "lstm",
-        embedding_size: int = 128,
-        hidden_size: int = 256,
-        num_layers: int = 2,
-        dropout: float = 0.0,
-        nonlinearity: str = "tanh",
-        *,
-        residual: bool = False,
-        bidirectional: bool = False,
-        tie_weights: bool = False,
-        init_range: float | None = None,
-        **cell_options,
-    ):
+    def __init__(self, vocab_size: int, config: ModelConfig):
         super().__init__()
-        if tie_weights and embedding_size != hidden_size:
-            raise ValueError(
-                f"tie_weights needs embedding_size == hidden_size (got {embedding_size} and {hidden_size}): "
-                "the decoder's [V, H] matrix is the embedding's [V, E] matrix"
-            )
+        self.config = config.model_copy()
         self.vocab_size = vocab_size
-        self.residual = residual
-        self.bidirectional = bidirectional
-        self.tie_weights = tie_weights
-        self.embedding = nn.Embedding(vocab_size, embedding_size)
+        self.embedding = nn.Embedding(vocab_size, config.embedding_size)
 
         def stack() -> nn.ModuleList:
             return nn.ModuleList(
-                build_layer(
-                    cell, embedding_size if i == 0 else hidden_size, hidden_size, nonlinearity, **cell_options
-                )
-                for i in range(num_layers)
+                build_layer(config, config.embedding_size if i == 0 else config.hidden_size)
+                for i in range(config.num_layers)
             )
 
         self.layers = stack()
-        self.backward_layers = stack() if bidirectional else None
-        impl = cell_options.get("impl", "auto")
-        self.dropout = backends.module_class("dropout", nn.Dropout, impl)(dropout)
-        self.decoder = nn.Linear(hidden_size, vocab_size)
-        if tie_weights:
-            self.decoder.weight = self.embedding.weight
+        self.backward_layers = stack() if config.bidirectional else None
+        self.dropout = backends.module_class("dropout", nn.Dropout, config.impl)(config.dropout)
+        self.decoder = nn.Linear(config.hidden_size, vocab_size)
+        if config.tie_weights:
+            self.decoder.weight = self.embedding.weight  # ModelConfig ensures embedding_size == hidden_size
         self.reset_embedding_and_decoder()
-        if init_range is not None:
-            self.reset_uniform(init_range)
-
-    @classmethod
-    def from_config(cls, vocab_size: int, config: ModelConfig) -> RNNLanguageModel:
-        return cls(
-            vocab_size,
-            cell=config.cell,
-            embedding_size=config.embedding_size,
-            hidden_size=config.hidden_size,
-            num_layers=config.num_layers,
-            dropout=config.dropout,
-            nonlinearity=config.nonlinearity,
-            residual=config.residual,
-            bidirectional=config.bidirectional,
-            tie_weights=config.tie_weights,
-            init_range=config.init_range,
-            gru_variant=config.gru_variant,
-            init=config.init,
-            initial_state=config.initial_state,
-            initial_state_scale=config.initial_state_scale,
-            spectral_radius=config.spectral_radius,
-            forget_bias=config.forget_bias,
-            impl=config.impl,
-        )
+        if config.init_range is not None:
+            self.reset_uniform(config.init_range)
 
     def reset_embedding_and_decoder(self) -> None:
         """Small uniform embeddings and decoder weights, zero decoder bias (the cells init themselves)."""
@@ -311,4 +259,4 @@ class RNNLanguageModel(nn.Module):
 
     def has_skip(self, layer: RecurrentLayer) -> bool:
         """Whether `layer`'s input is added to its output (`residual` on, and the widths match)."""
-        return self.residual and layer.input_size == layer.hidden_size
+        return self.config.residual and layer.input_size == layer.hidden_size

@@ -24,7 +24,8 @@ import torch
 
 from lmtrain.config import Config
 from lmtrain.data.batching import TokenStreams, batchify, get_batch, window_starts
-from lmtrain.data.corpus import encode_split, read_text, split_paths
+from lmtrain.data.corpus import encode_split, split_paths
+from lmtrain.data.text import read_text
 from lmtrain.data.tokenizer import Tokenizer, WordTokenizer
 from lmtrain.devices import state_in
 from lmtrain.errors import ConfigError, DataError
@@ -188,5 +189,5 @@ def evaluate_file(
     unk = int((ids == tokenizer.unk_id).sum()) if isinstance(tokenizer, WordTokenizer) else 0
     result = evaluate(model, ids, batch_size, bptt)
     return TextEvaluation(
-        Path(path), tokenizer.kind, model.bidirectional, ids.numel(), unk, batch_size, bptt, result
+        Path(path), tokenizer.kind, model.config.bidirectional, ids.numel(), unk, batch_size, bptt, result
     )

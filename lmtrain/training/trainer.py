@@ -168,7 +168,7 @@ class Trainer:
         self.train_data = TokenStreams(self.corpus.train_ids, train.batch_size, self.device).block(streams)
         # The same generator on every rank: all ranks draw the same window lengths.
         self.window_lengths = WindowLengths(train.bptt, train.variable_bptt, train.bptt_std, seed=train.seed)
-        self.model = RNNLanguageModel.from_config(self.tokenizer.vocab_size, config.model).to(self.device)
+        self.model = RNNLanguageModel(self.tokenizer.vocab_size, config.model).to(self.device)
         self.parallel.seed(train.seed)  # after the weights, which every rank initialises alike
         # A learned initial state is used only in the first window of an epoch: DDP must look for
         # parameters without gradient in the other windows.

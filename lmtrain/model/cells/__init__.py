@@ -5,6 +5,7 @@ see ``base.RecurrentLayer`` for the shared interface and parameter layout, and `
 exchange of weights with ``torch.nn.RNN`` / ``LSTM`` / ``GRU``.
 """
 
+from lmtrain.config import ModelConfig
 from lmtrain.model.cells.base import IMPLS, INITIAL_STATES, INITS, RecurrentLayer, State
 from lmtrain.model.cells.esn import ESNLayer
 from lmtrain.model.cells.gru import CudnnGRULayer, GRULayer
@@ -33,42 +34,22 @@ def layer_class(cell: str, gru_variant: str = "notes") -> type[RecurrentLayer]:
     return GRU_VARIANTS[gru_variant] if cell == "gru" else CELLS[cell]
 
 
-def build_layer(
-    cell: str,
-    input_size: int,
-    hidden_size: int,
-    nonlinearity: str = "tanh",
-    *,
-    gru_variant: str = "notes",
-    init: str = "default",
-    initial_state: str = "zeros",
-    initial_state_scale: float = 0.1,
-    spectral_radius: float = 0.9,
-    forget_bias: float = 1.0,
-    impl: str = "auto",
-) -> RecurrentLayer:
-    """A fresh layer of the named cell.
+def build_layer(config: ModelConfig, input_size: int) -> RecurrentLayer:
+    """A fresh layer of the cell ``config`` names, from ``input_size`` features to ``config.hidden_size``.
 
-    ``nonlinearity`` (``tanh`` | ``relu``) is the activation of rnn and esn, ``gru_variant`` (``notes`` |
-    ``cudnn``) picks the GRU formulation, ``spectral_radius`` is the esn's and ``forget_bias`` the lstm's;
-    each class takes the options it names in ``cell_options`` and ignores the others, but an unknown name
-    is refused for every cell so that a typo in a config never passes silently. ``init``,
-    ``initial_state``, ``initial_state_scale`` and ``impl`` (see ``lmtrain.model.backends``) apply to every
-    cell.
+    The class comes from the registry (``layer_class``); it takes the options every cell has (``init``,
+    ``initial_state``, ``initial_state_scale``, ``impl``) and those it names in ``cell_options``
+    (``nonlinearity`` for rnn and esn, ``spectral_radius`` for esn, ``forget_bias`` for lstm).
     """
-    if nonlinearity not in NONLINEARITIES:
-        raise ValueError(f"unknown nonlinearity {nonlinearity!r}; choose one of: {', '.join(NONLINEARITIES)}")
-    chosen = layer_class(cell, gru_variant)
-    offered = {"nonlinearity": nonlinearity, "spectral_radius": spectral_radius, "forget_bias": forget_bias}
-    own = {name: offered[name] for name in chosen.cell_options}
+    chosen = layer_class(config.cell, config.gru_variant)
     return chosen(
         input_size,
-        hidden_size,
-        init=init,
-        initial_state=initial_state,
-        initial_state_scale=initial_state_scale,
-        impl=impl,
-        **own,
+        config.hidden_size,
+        init=config.init,
+        initial_state=config.initial_state,
+        initial_state_scale=config.initial_state_scale,
+        impl=config.impl,
+        **{name: getattr(config, name) for name in chosen.cell_options},
     )
 
 

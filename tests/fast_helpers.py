@@ -1,7 +1,27 @@
-"""A check the tests of the windows' fast paths share: a fused window against its step-by-step cell loop."""
+"""What the tests of the fast layer (`lmtrain.fast`) share: the mark that needs a C compiler, the cells with
+a C generation step, and the check of a fused window against its step-by-step cell loop.
 
+A plain module on pytest's `pythonpath` (`tests`), like `helpers`.
+"""
+
+import pytest
 import torch
 from torch.testing import assert_close
+
+from lmtrain.fast.kernels import compiler
+
+needs_kernels = pytest.mark.skipif(
+    compiler.find_compiler() is None, reason="no C compiler here: the kernels cannot be built"
+)
+
+GENERATION_CELLS = {
+    "lstm": {"cell": "lstm"},
+    "gru": {"cell": "gru"},
+    "gru-cudnn": {"cell": "gru", "gru_variant": "cudnn"},
+    "rnn-tanh": {"cell": "rnn"},
+    "rnn-relu": {"cell": "rnn", "nonlinearity": "relu"},
+}
+"""Every cell with a C generation step, by test id: ``ModelConfig`` fields."""
 
 
 def assert_window_matches_cell_loop(layer, x: torch.Tensor, state, rtol: float, atol: float) -> None:
