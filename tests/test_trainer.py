@@ -437,3 +437,34 @@ def test_impl_native_trains_like_custom_and_its_checkpoint_runs_custom(tiny_corp
     tokens = torch.randint(native_model.vocab_size, (7, 3))
     with torch.no_grad():
         torch.testing.assert_close(native_model(tokens)[0], custom_model(tokens)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_tokens_per_second_leave_the_evaluations_out(tiny_corpus, tmp_path, monkeypatch):
+    """The speed the trainer reports (each interval's `train/tokens_per_second`, and the `done:` line's)
+    measures training: an evaluation that takes 1,000 s of an injected clock changes neither."""
+    import types
+
+    from lmtrain.training import trainer as trainer_module
+
+    offset = {"seconds": 0.0}
+    real_clock = trainer_module.time.perf_counter
+    fake_time = types.SimpleNamespace(perf_counter=lambda: real_clock() + offset["seconds"])
+    monkeypatch.setattr(trainer_module, "time", fake_time)
+    evaluate = trainer_module.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        offset["seconds"] += 1000.0
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate", slow_evaluate)
+    config = tiny_config_dict(
+        tiny_corpus, tmp_path / "run", train={"max_steps": 20, "eval_interval": 10}, log={"log_interval": 5}
+    )
+    result, logger = run_training(config)
+    tokens = 20 * 4 * 10  # steps x batch x bptt
+    assert result.seconds > 2000  # two evaluations of 1,000 s
+    # Counting the evaluations would give under 0.4 tokens/s; training alone, at least the tokens over the
+    # time outside the fake 2,000 s (which still holds the evaluations' real time).
+    assert result.tokens_per_second >= tokens / (result.seconds - 2000)
+    speeds = [speed for _, speed in logger.values["train/tokens_per_second"]]
+    assert len(speeds) == 4 and min(speeds) > 5 * 4 * 10 / 100  # no interval counts an evaluation

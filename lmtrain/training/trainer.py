@@ -74,7 +74,7 @@ class TrainResult:
     run_dir: Path
     steps: int
     seconds: float
-    tokens_per_second: float
+    tokens_per_second: float  # while training: the evaluations' time left out
     best_valid_loss: float
     final_valid: Evaluation
     unigram_perplexity: float
@@ -413,8 +413,18 @@ class Trainer:
 
         Only the evaluations every `eval_interval` steps (`scheduled`) feed the schedule: the extra one
         at the end of a run must not, or a run stopped and resumed off the interval would divide
-        its learning rate where the uninterrupted run does not.
+        its learning rate where the uninterrupted run does not. The time it takes is left out of the
+        tokens/s figures, which measure training.
         """
+        started = time.perf_counter()
+        try:
+            self._evaluate_and_save(logger, scheduled)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.evaluation_seconds += elapsed
+            self.interval_start += elapsed
+
+    def _evaluate_and_save(self, logger: MetricLogger, scheduled: bool) -> None:
         train = self.config.train
         if self.config.log.grad_flow and self.last_window is not None and self.parallel.is_main:
             self.log_grad_flow(logger)  # on rank 0's streams
@@ -483,6 +493,7 @@ class Trainer:
         self.try_backends()
         started = time.perf_counter()
         self.interval, self.interval_start, self.tokens_seen = [], started, 0
+        self.evaluation_seconds = 0.0  # left out of the tokens/s figures, which measure training
         try:
             with stop_on_signals() as stop_requested:
                 while (window := self.next_window()) is not None:
@@ -505,7 +516,7 @@ class Trainer:
             run_dir=self.run.path,
             steps=self.step,
             seconds=seconds,
-            tokens_per_second=self.tokens_seen / max(seconds, 1e-9),
+            tokens_per_second=self.tokens_seen / max(seconds - self.evaluation_seconds, 1e-9),
             best_valid_loss=self.best_valid_loss,
             final_valid=self.last_valid,
             unigram_perplexity=unigram_perplexity(
