@@ -3,6 +3,8 @@
     python scripts/bench_train.py                                   # every shipped config, every backend
     python scripts/bench_train.py --configs quickstart ptb-small --impls auto native --rounds 3
     python scripts/bench_train.py --steps 300 -- train.batch_size=64   # extra overrides after --
+    python scripts/bench_train.py --impls fused --variants no-panels:LMTRAIN_FAST_OFF=panels \
+        no-kernels:LMTRAIN_KERNELS=torch                                # what pieces of the fast layer gain
 
 Each measurement is a real `lmtrain train CONFIG` process, evaluation and sampling off, for `--steps`
 optimizer steps; its speed is the median of the `train/tokens_per_second` scalars it logs to TensorBoard
@@ -66,25 +68,39 @@ def main() -> None:
     parser.add_argument("--impls", nargs="+", default=["auto", "reference", "native", "fused"])
     parser.add_argument("--steps", type=int, default=150, help="optimizer steps per run")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each backend per config")
+    parser.add_argument(
+        "--variants", nargs="+", default=[], help="NAME:VAR=VALUE,... runs of the first backend, with env"
+    )
     parser.add_argument("overrides", nargs="*", help="extra KEY=VALUE overrides, after --")
     args = parser.parse_args()
     print(f"torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}; {args.steps} steps a run")
-    header = f"| config | {' | '.join(args.impls)} | auto / best other |"
-    print(header)
-    print("|---|" + "---:|" * (len(args.impls) + 1))
+    if args.variants:
+        runs = {"plain": (args.impls[0], {})}
+        for spec in args.variants:
+            name, _, assignments = spec.partition(":")
+            runs[name] = (args.impls[0], dict(pair.split("=", 1) for pair in assignments.split(",") if pair))
+    else:
+        runs = {impl: (impl, {}) for impl in args.impls}
+    print(f"| config | {' | '.join(runs)} | {'plain / variant' if args.variants else 'auto / best other'} |")
+    print("|---|" + "---:|" * (len(runs) + 1))
     with tempfile.TemporaryDirectory() as scratch:
         for config in args.configs:
-            speeds: dict[str, list[float]] = {impl: [] for impl in args.impls}
+            speeds: dict[str, list[float]] = {name: [] for name in runs}
             for round_index in range(args.rounds):
-                order = args.impls if round_index % 2 == 0 else args.impls[::-1]
-                for impl in order:
-                    speeds[impl].append(train(config, impl, args.steps, args.overrides, Path(scratch)))
-            medians = {impl: statistics.median(values) for impl, values in speeds.items()}
-            cells = " | ".join(f"{medians[impl]:,.0f}" for impl in args.impls)
-            others = [value for impl, value in medians.items() if impl != "auto"]
-            ratio = f"{medians['auto'] / max(others):.2f}x" if "auto" in medians and others else ""
-            print(f"| {config} | {cells} | {ratio} |", flush=True)
-
+                order = list(runs) if round_index % 2 == 0 else list(runs)[::-1]
+                for name in order:
+                    impl, env = runs[name]
+                    speeds[name].append(train(config, impl, args.steps, args.overrides, Path(scratch), env))
+            medians = {name: statistics.median(values) for name, values in speeds.items()}
+            cells = " | ".join(f"{medians[name]:,.0f}" for name in runs)
+            if args.variants:
+                variants = [name for name in runs if name != "plain"]
+                gains = (f"{name} {medians['plain'] / medians[name]:.2f}x" for name in variants)
+                ratios = ", ".join(gains)
+            else:
+                others = [value for name, value in medians.items() if name != "auto"]
+                ratios = f"{medians['auto'] / max(others):.2f}x" if "auto" in medians and others else ""
+            print(f"| {config} | {cells} | {ratios} |", flush=True)
 
 if __name__ == "__main__":
     main()

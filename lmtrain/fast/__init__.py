@@ -26,6 +26,7 @@ def register() -> None:
     from lmtrain.fast.gru_window import cudnn_gru_window, gru_window
     from lmtrain.fast.lstm_window import lstm_window
     from lmtrain.fast.panels import generation_linear
+    from lmtrain.fast.switches import piece_off
     from lmtrain.fast.token_loop import TokenLoop
     from lmtrain.model import backends
     from lmtrain.model.cells import CudnnGRULayer, GRULayer, LSTMLayer
@@ -49,9 +50,10 @@ def register() -> None:
     backends.GENERATION_STEPS.update(dict.fromkeys(KERNEL_STEPS, step_factory))
     backends.FAST_OPERATIONS.update(
         {
-            "dropout": Dropout,
             "generation_linear": generation_linear,
             "generation_loop": TokenLoop.for_model,
             "draw_tokens": draw_tokens,
         }
     )
+    if not piece_off("dropout"):
+        backends.FAST_OPERATIONS["dropout"] = Dropout

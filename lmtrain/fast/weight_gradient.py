@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from torch import Tensor
 
 from lmtrain.fast.kernels import fused_applies
+from lmtrain.fast.switches import piece_off
 
 CACHE_LINE_FLOATS = 16
 
@@ -39,6 +40,8 @@ def weight_gradient(*parts: tuple[Tensor, Tensor]) -> Tensor:
     ``W [G, K]`` that maps each row of x to a row of the pre-activations z (several parts when the rows
     come from different tensors, such as the initial state and the outputs of later steps)."""
     in_features, out_features = parts[0][0].shape[1], parts[0][1].shape[1]
+    if piece_off("gradient_forms"):
+        return _sum_of_products((x.t(), dz) for x, dz in parts).t().contiguous()
     if fused_applies(*(t for part in parts for t in part)) and padding_pays(in_features):
         wide = padded_width(in_features)
         total = _sum_of_products((dz.t(), with_zero_columns(x, wide)) for x, dz in parts)  # [G, K rounded up]
@@ -83,7 +86,8 @@ def input_gradient(dz: Tensor, weight: Tensor) -> Tensor:
     """``dz @ weight``, contiguous: the ``[N, K]`` gradient of the rows x that a weight ``W [G, K]`` maps to
     the rows of z, from their gradient ``dz [N, G]``; on a padded weight where that pays."""
     rows, in_features = dz.shape[0], weight.shape[1]
-    if not (fused_applies(dz, weight) and pads_input_gradient(rows, in_features)):
+    padded = fused_applies(dz, weight) and pads_input_gradient(rows, in_features)
+    if piece_off("gradient_forms") or not padded:
         return dz @ weight
     wide = with_zero_columns(weight, padded_width(in_features))  # [G, K rounded up]
     return (dz @ wide)[:, :in_features].contiguous()  # [N, K rounded up] -> [N, K]

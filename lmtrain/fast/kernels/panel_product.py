@@ -16,6 +16,7 @@ from torch import Tensor
 
 from lmtrain.fast.kernels import ADDRESS, SIZE, c_function, fused_applies, pointer
 from lmtrain.fast.kernels.compiler import kernel_library
+from lmtrain.fast.switches import piece_off
 
 PANEL_WIDTH = 16
 """Output columns per panel (``panel_product.c``); the threads share the panels out."""
@@ -56,7 +57,7 @@ def panel_product_pays(out_features: int) -> bool:
     kernels are built with vector code for this CPU (``panel_product_tuned`` in C: AVX2 or AVX-512), and
     every thread gets at least ``PANELS_PER_THREAD`` panels."""
     kernels = _kernels()
-    if kernels is None or kernels.tuned == UNTUNED:
+    if kernels is None or kernels.tuned == UNTUNED or piece_off("panels"):
         return False
     return out_features >= PANELS_PER_THREAD * PANEL_WIDTH * torch.get_num_threads()
 
