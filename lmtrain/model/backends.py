@@ -28,7 +28,7 @@ and the checkpoint records it so that a resumed run continues on the same one. W
 models, several processes, evaluation and sampling) ``auto`` takes the first candidate.
 
 ``fused`` asked for explicitly runs the fast layer's window where it has one and the reference elsewhere;
-``custom`` is its older name, still accepted. The backend never changes the parameters, so checkpoints do
+``custom`` is another name for it. The backend never changes the parameters, so checkpoints do
 not depend on it.
 
 The fast layer is optional, and no module of the core imports it: ``fast_layer()`` loads it by name on
@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from lmtrain.errors import LmtrainError
 
 IMPLS = ("auto", "reference", "native", "fused", "custom")
-"""The values of ``model.impl``; ``custom`` is ``fused``'s older name."""
+"""The values of ``model.impl``; ``custom`` is another name for ``fused``."""
 
 BACKENDS = ("reference", "native", "fused")
 """What actually runs a window (``auto`` resolves to one of these per layer)."""
