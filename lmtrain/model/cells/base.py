@@ -53,7 +53,7 @@ class RecurrentLayer(nn.Module):
         initial_state: ``zeros``, ``random`` or ``learned`` (see ``initial_state``).
         initial_state_scale: the standard deviation of the ``random`` initial state.
         impl: which backend runs a window: ``auto``, ``reference``, ``native`` or ``fused`` (``custom`` is
-            another name for ``fused``); see ``lmtrain.model.backends`` for what each is and the rule of ``auto``.
+            another name for ``fused``); ``lmtrain.model.backends`` says what each is, and ``auto``'s rule.
     """
 
     num_gates: int = 1
