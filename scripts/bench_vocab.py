@@ -54,7 +54,8 @@ def lmtrain_speed(corpus: Path, steps: int, scratch: Path) -> float:
     """Tokens/s of `lmtrain train` on the corpus with the example's model and recipe."""
     run_dir = scratch / "lmtrain-run"
     overrides = [
-        f"run_dir={run_dir}", f"data.train={corpus / 'train.txt'}", f"data.valid={corpus / 'valid.txt'}",
+        f"run_dir={run_dir}", "data.dataset=null", f"data.train={corpus / 'train.txt'}",
+        f"data.valid={corpus / 'valid.txt'}",
         "data.tokenizer=word", "model.cell=lstm", "model.embedding_size=200", "model.hidden_size=200",
         "model.num_layers=2", "model.dropout=0.2", "train.optimizer=sgd", "train.lr=20",
         "train.clip.max_norm=0.25", f"train.bptt={BPTT}", f"train.batch_size={BATCH}",
