@@ -86,6 +86,7 @@ def test_kernels_build_and_run_from_the_installed_wheel(wheel, tmp_path):
     assert list((cache / "kernels").glob("lmtrain-kernels-*.so"))
 
 
+@pytest.mark.fast  # the warning comes from the fast layer's kernels, which LMTRAIN_FAST=off never builds
 def test_without_a_compiler_training_and_sampling_say_so_once_and_run(tmp_path):
     """No C compiler: `lmtrain train` and `lmtrain sample` warn once each that the kernels are unavailable
     and run on the other backends."""
