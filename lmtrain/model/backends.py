@@ -115,11 +115,11 @@ def fast_operation(role: str) -> Any | None:
     return FAST_OPERATIONS.get(role) if fast_layer() else None
 
 
-def module_class(role: str, default: type[nn.Module], impl: str) -> type[nn.Module]:
-    """The class of the model's ``dropout`` module: the fast layer's drop-in subclass of
-    ``default`` (same parameters and state dict), unless ``impl`` is ``reference`` or the layer is off."""
-    fast = fast_operation(role) if impl != "reference" else None
-    return fast or default
+def dropout_class(impl: str) -> type[nn.Dropout]:
+    """The class of the model's dropout: the fast layer's drop-in subclass of ``nn.Dropout`` (same
+    arguments and state dict), unless ``impl`` is ``reference`` or the fast layer is off."""
+    fast = fast_operation("dropout") if impl != "reference" else None
+    return fast or nn.Dropout
 
 
 def auto_candidates(layer: nn.Module, x: Tensor) -> list[str]:

@@ -69,7 +69,7 @@ class RNNLanguageModel(nn.Module):
 
         self.layers = stack()
         self.backward_layers = stack() if config.bidirectional else None
-        self.dropout = backends.module_class("dropout", nn.Dropout, config.impl)(config.dropout)
+        self.dropout = backends.dropout_class(config.impl)(config.dropout)
         self.decoder = nn.Linear(config.hidden_size, vocab_size)
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight  # ModelConfig ensures embedding_size == hidden_size
